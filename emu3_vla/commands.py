@@ -64,9 +64,10 @@ def synthetic_image(size: int = 200, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:size, 0:size] / size
     img = np.stack([x, y, 1 - x], axis=-1) * 200 + 30
+    side = max(size // 5, 1)
     for _ in range(4):
-        x0, y0 = rng.integers(0, size - 40, 2)
-        img[y0 : y0 + 40, x0 : x0 + 40] = rng.integers(0, 256, 3)
+        x0, y0 = rng.integers(0, size - side + 1, 2)
+        img[y0 : y0 + side, x0 : x0 + side] = rng.integers(0, 256, 3)
     return img.astype(np.uint8)
 
 
