@@ -1,0 +1,1 @@
+"""Datasets, episode readers, the token cache and the sequence builder."""

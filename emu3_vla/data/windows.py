@@ -1,0 +1,57 @@
+"""Training windows over a token cache: the dataset the VLA trainer iterates.
+
+A window starts at an encoded frame ``k`` and takes ``spec.frames`` frames ``spec.chunk`` steps
+apart, each with the FAST tokens of the chunk that follows it. Only complete windows are used: the
+last frame's chunk must end inside the episode (no padded actions are trained on).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from emu3_vla.data.sequence import SequenceBuilder, TokenSequence
+from emu3_vla.data.token_cache import CachedEpisode, TokenCache
+
+
+class WindowDataset(torch.utils.data.Dataset):
+    def __init__(self, cache: TokenCache, builder: SequenceBuilder, episodes: list[int] | None = None) -> None:
+        spec = builder.spec
+        settings = cache.settings
+        if spec.chunk != settings.chunk:
+            raise ValueError(f"sequence chunk {spec.chunk} differs from the cache's chunk {settings.chunk}")
+        missing = [v for v in spec.views if v not in cache.views]
+        if missing:
+            raise ValueError(f"views {missing} are not in the token cache (it has {cache.views})")
+        self.builder = builder
+        self.gap = settings.chunk // settings.frame_stride  # encoded frames between window frames
+        ids = range(len(cache)) if episodes is None else episodes
+        self.episodes: dict[int, CachedEpisode] = {i: cache.episode(i) for i in ids}
+        self._instructions = {i: builder.instruction_ids(e.instruction) for i, e in self.episodes.items()}
+        index = []
+        for i, ep in self.episodes.items():
+            last = (spec.frames - 1) * self.gap
+            for k in range(len(ep.frame_steps) - last):
+                if ep.frame_steps[k + last] + spec.chunk <= ep.length:
+                    index.append((i, k))
+        if not index:
+            raise ValueError(
+                f"no complete {spec.frames}x{spec.chunk}-step window in {len(self.episodes)} episodes; "
+                "episodes are too short for this window"
+            )
+        self.index = np.asarray(index, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def window(self, i: int) -> tuple[int, int]:
+        ep, k = self.index[i]
+        return int(ep), int(k)
+
+    def __getitem__(self, i: int) -> TokenSequence:
+        ep_id, k = self.window(i)
+        ep = self.episodes[ep_id]
+        frames = [k + j * self.gap for j in range(self.builder.spec.frames)]
+        observations = [{v: ep.codes[v][f].astype(np.int64) for v in self.builder.spec.views} for f in frames]
+        actions = [ep.chunk_tokens(f).astype(np.int64) for f in frames]
+        return self.builder.build(self._instructions[ep_id], observations, actions)

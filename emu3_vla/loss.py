@@ -1,0 +1,67 @@
+"""Weighted next-token cross-entropy, the only training objective of Emu3-VLA.
+
+``loss = sum_i w_i * CE(logits_{i-1}, token_i) / sum_i w_i``: token ``i`` is predicted from
+position ``i - 1`` and weighted by ``loss_weights[i]`` (0.5 vision, 1.0 action, 0 instruction and
+padding; see :mod:`emu3_vla.data.sequence`). Normalising by the sum of weights (not the token count)
+keeps the loss scale independent of how many vision tokens a window happens to have.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+
+from emu3_vla.vocab import TokenLayout
+
+
+@dataclasses.dataclass
+class LossParts:
+    """Sums (not means) so that gradient-accumulation micro-batches and processes add up exactly."""
+
+    weighted_ce: torch.Tensor  # sum_i w_i * ce_i
+    weight: torch.Tensor  # sum_i w_i
+    action_ce: torch.Tensor  # sum of ce over weighted action tokens ([BOA], FAST ids, [EOA])
+    action_count: torch.Tensor
+    action_correct: torch.Tensor  # argmax hits among them
+
+    def loss(self) -> torch.Tensor:
+        return self.weighted_ce / self.weight.clamp_min(1e-8)
+
+
+def action_token_mask(ids: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+    """True on ``[BOA]``, FAST action ids and ``[EOA]``."""
+    start, stop = layout.action_range.start, layout.action_range.stop
+    return ((ids >= start) & (ids < stop)) | (ids == layout.boa_id) | (ids == layout.eoa_id)
+
+
+def weighted_next_token_loss(
+    logits: torch.Tensor, input_ids: torch.Tensor, loss_weights: torch.Tensor, layout: TokenLayout
+) -> LossParts:
+    """Cross-entropy parts for ``logits (B, L, V)``, ``input_ids (B, L)``, ``loss_weights (B, L)``.
+
+    Action statistics (CE, accuracy) are reported for weighted targets that are action tokens
+    according to ``layout``, whatever their weight.
+    """
+    if logits.shape[:2] != input_ids.shape or input_ids.shape != loss_weights.shape:
+        raise ValueError(
+            f"shape mismatch: logits {tuple(logits.shape)}, input_ids {tuple(input_ids.shape)}, "
+            f"loss_weights {tuple(loss_weights.shape)}"
+        )
+    pred = logits[:, :-1].float()
+    target = input_ids[:, 1:]
+    w = loss_weights[:, 1:].float()
+    active = w > 0
+    ce = F.cross_entropy(pred[active], target[active], reduction="none")
+    wa = w[active]
+    is_action = action_token_mask(target[active], layout)
+    with torch.no_grad():
+        correct = (pred[active][is_action].argmax(-1) == target[active][is_action]).sum()
+    return LossParts(
+        weighted_ce=(ce * wa).sum(),
+        weight=wa.sum(),
+        action_ce=ce[is_action].sum().detach(),
+        action_count=is_action.sum(),
+        action_correct=correct,
+    )
