@@ -40,19 +40,23 @@ if [[ ! -x "$VENV/bin/python" ]]; then
   echo "setup: creating $VENV with $py"
   "$py" -m venv "$VENV"
 fi
-pip=("$VENV/bin/python" -m pip --disable-pip-version-check)
-"${pip[@]}" install -q --upgrade pip "setuptools>=71,<82" wheel
+# Machines with a local package mirror configured print one warning per package it lacks; hide those.
+pip_install() {
+  "$VENV/bin/python" -m pip --disable-pip-version-check install -q "$@" 2>&1 \
+    | { grep -v -e "^WARNING: Location 'file://" -e "is neither a file nor a directory" || true; }
+}
+pip_install --upgrade pip "setuptools>=71,<82" wheel
 
 # numpy must be present before pybullet compiles (no 3.12 wheel): without it pybullet builds
 # without numpy support and returns camera images as tuples.
-"${pip[@]}" install -q "numpy>=2.0,<2.3"
+pip_install "numpy>=2.0,<2.3"
 if ! "$VENV/bin/python" -c 'import pybullet, numpy; assert pybullet.isNumpyEnabled()' 2>/dev/null; then
   echo "setup: building pybullet (first time only, about 8 minutes; pip caches the wheel)"
-  "${pip[@]}" install -q --no-build-isolation --force-reinstall --no-deps "pybullet>=3.2.6,<4"
+  pip_install --no-build-isolation --force-reinstall --no-deps "pybullet>=3.2.6,<4"
 fi
 
 echo "setup: installing emu3-vla and its dependencies"
-"${pip[@]}" install -q -e ".[dev]"
+pip_install -e ".[dev]"
 "$VENV/bin/python" -c 'import emu3_vla, pybullet, lerobot, transformers; assert pybullet.isNumpyEnabled()'
 echo "$want_stamp" > "$STAMP"
 echo "setup: done. Activate with: source $VENV/bin/activate"
