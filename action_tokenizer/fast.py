@@ -348,19 +348,21 @@ class FastTokenizer:
             return None
         return c.value_low, c.value_high
 
-    def _neutral_coefficients(self, horizon: int, dim: int) -> np.ndarray:
-        """Integer coefficients (T, D) of the neutral chunk (see the module docstring)."""
-        chunk = np.zeros((1, horizon, dim))
+    def _neutral_chunk(self, horizon: int, dim: int) -> np.ndarray:
+        """The neutral chunk (T, D) in normalised units (see the module docstring)."""
+        chunk = np.zeros((horizon, dim))
         grip = list(self.gripper_dims(dim))
         if grip:
-            value = np.zeros(dim)
+            value = np.where(np.isin(np.arange(dim), grip), NEUTRAL_GRIPPER, 0.0)
             if self.normalizer is not None and self.normalizer.action_dim == dim:
-                value = self.normalizer.transform(np.where(np.isin(np.arange(dim), grip), NEUTRAL_GRIPPER, 0.0))
-                chunk[..., grip] = value[grip]
-            else:
-                chunk[..., grip] = NEUTRAL_GRIPPER
+                value = self.normalizer.transform(value)
+            chunk[:, grip] = value[grip]
+        return chunk
+
+    def _neutral_coefficients(self, horizon: int, dim: int) -> np.ndarray:
+        """Integer coefficients (T, D) of the neutral chunk: what missing coefficients are filled with."""
         low, high = self._ranges(horizon, dim)
-        return np.clip(quantize(chunk, self.scale)[0], low, high)
+        return np.clip(quantize(self._neutral_chunk(horizon, dim)[None], self.scale)[0], low, high)
 
     def _normalize(self, data: np.ndarray) -> np.ndarray:
         if self.normalizer is None:
@@ -409,6 +411,9 @@ class FastTokenizer:
         horizon, dim = self._shape(time_horizon, action_dim)
         coeffs, issues, num = self.decode_coefficients(tokens, time_horizon=horizon, action_dim=dim)
         normalized = dequantize(coeffs, self.scale)
+        # Nothing decoded: return the neutral chunk itself, not its rounded coefficients, so that the
+        # gripper is exactly NEUTRAL_GRIPPER rather than within a rounding step of it.
+        normalized[issues["empty"]] = self._neutral_chunk(horizon, dim)
         value_range = self._value_range(dim)
         if value_range is not None:
             normalized = np.clip(normalized, *value_range)
