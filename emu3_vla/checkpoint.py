@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +73,11 @@ class Emu3Bundle:
         return VisionTokenizer(self.vq, views)
 
     # ------------------------------------------------------------------- save
-    def save(self, folder: str | Path) -> Path:
-        """Write the bundle atomically: into a temporary sibling folder, then renamed into place."""
+    def save(self, folder: str | Path, extra_writer: Callable[[Path], None] | None = None) -> Path:
+        """Write the bundle atomically: into a temporary sibling folder, then renamed into place.
+
+        ``extra_writer(tmp_folder)`` may add files (e.g. the action tokenizer) before the rename, so
+        that they appear together with the weights or not at all."""
         folder = Path(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
@@ -90,6 +94,8 @@ class Emu3Bundle:
                 "layout": self.layout.to_dict(),
                 "extra": self.extra,
             }
+            if extra_writer is not None:
+                extra_writer(tmp)
             (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
             if folder.exists():
                 old = folder.with_name(f".{folder.name}.old")
@@ -182,6 +188,20 @@ class Emu3Bundle:
         except FileNotFoundError as err:
             raise CheckpointError(f"{folder}: {err}") from err
         return cls(decoder, vq, layout, text, preset=None, extra={"source": str(folder)})
+
+
+def load_vq(folder: str | Path, *, device: str | torch.device = "cpu") -> Emu3VQVAE:
+    """The VQ tokenizer of a folder written by ``emu3-vla train-vq`` (``vq/``), of an emu3-vla
+    checkpoint, or of a transformers Emu3 checkpoint."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"VQ tokenizer folder {folder} does not exist")
+    if (folder / "vq").is_dir():
+        return _load_pretrained(Emu3VQVAE, folder / "vq", device, None).eval()
+    bundle = Emu3Bundle.load(folder, device=device)
+    if bundle.vq is None:
+        raise CheckpointError(f"{folder} holds no VQ tokenizer")
+    return bundle.vq
 
 
 def _check_weight_files(folder: Path) -> None:

@@ -66,6 +66,17 @@ class SequenceSpec:
         """Steps covered by one training window (frames x chunk)."""
         return self.frames * self.chunk
 
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "views": list(self.views)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> SequenceSpec:
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if "views" in values:
+            values["views"] = tuple(values["views"])
+        return cls(**values)
+
 
 @dataclasses.dataclass
 class TokenSequence:

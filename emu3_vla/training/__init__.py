@@ -1,0 +1,1 @@
+"""Training: the VLA trainer (token cache -> weighted next-token loss) and the VQ tokenizer trainer."""

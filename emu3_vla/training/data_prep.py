@@ -1,0 +1,114 @@
+"""From a config to training inputs: dataset -> action tokenizer -> model -> token cache -> windows.
+
+Each stage is cheap to repeat: the action tokenizer is fitted once and saved with the run, and the
+token cache is keyed by everything it depends on, so a second run (or a resumed one) reuses it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from action_tokenizer import BinningTokenizer, FastTokenizer, load_action_tokenizer
+from emu3_vla.checkpoint import Emu3Bundle, load_vq
+from emu3_vla.data.episodes import EpisodeSource, action_chunks
+from emu3_vla.data.mapping import DataMapping
+from emu3_vla.data.sequence import SequenceSpec
+from emu3_vla.data.sources import open_dataset
+from emu3_vla.data.token_cache import CacheSettings, TokenCache
+from emu3_vla.data.windows import WindowDataset
+from emu3_vla.training.config import ConfigError, require
+from emu3_vla.vision import ViewSpec
+from emu3_vla.vla import VLAModel
+
+log = logging.getLogger(__name__)
+
+
+def data_mapping(cfg: DictConfig) -> DataMapping:
+    return DataMapping.from_dict(OmegaConf.to_container(cfg.data, resolve=True))
+
+
+def open_source(cfg: DictConfig) -> EpisodeSource:
+    root = require(cfg, "data.root", "the dataset folder, e.g. data.root=runs/demo/data")
+    return open_dataset(root, data_mapping(cfg), fmt=cfg.data.format, repo_id=cfg.data.repo_id)
+
+
+def all_chunks(source: EpisodeSource, chunk: int) -> np.ndarray:
+    """Every full action chunk of the dataset (stride 1), for fitting the action tokenizer."""
+    parts = []
+    for i in range(len(source)):
+        actions = source.actions(i)
+        n_full = len(actions) - chunk + 1
+        if n_full > 0:
+            parts.append(action_chunks(actions, chunk)[:n_full])
+    if not parts:
+        raise ValueError(f"no episode is at least {chunk} steps long")
+    return np.concatenate(parts)
+
+
+def make_action_tokenizer(cfg: DictConfig, source: EpisodeSource, chunk: int):
+    """Load ``data.action_tokenizer`` or fit FAST / binning on the dataset's chunks."""
+    if cfg.data.action_tokenizer:
+        tok = load_action_tokenizer(cfg.data.action_tokenizer)
+        if tok.time_horizon not in (None, chunk):
+            raise ConfigError(f"the action tokenizer's horizon {tok.time_horizon} differs from the chunk {chunk}")
+        return tok
+    chunks = all_chunks(source, chunk)
+    log.info("fitting the %s action tokenizer on %d chunks", cfg.action_tokens, len(chunks))
+    if cfg.action_tokens == "fast":
+        return FastTokenizer.fit(chunks, scale=float(cfg.fast.scale), vocab_size=int(cfg.fast.vocab_size))
+    if cfg.action_tokens == "binning":
+        return BinningTokenizer.fit(chunks)
+    raise ConfigError(f"action_tokens must be 'fast' or 'binning', got {cfg.action_tokens!r}")
+
+
+def sequence_spec(cfg: DictConfig, mapping: DataMapping, chunk: int, max_length: int | None) -> SequenceSpec:
+    return SequenceSpec(
+        views=mapping.views,
+        frames=int(cfg.sequence.frames),
+        chunk=chunk,
+        vision_weight=float(cfg.loss.vision_weight),
+        action_weight=float(cfg.loss.action_weight),
+        with_eol=bool(cfg.sequence.with_eol),
+        max_instruction_tokens=int(cfg.sequence.max_instruction_tokens),
+        max_length=max_length,
+    )
+
+
+def build_model(cfg: DictConfig, action_tokenizer, spec: SequenceSpec, mapping: DataMapping) -> VLAModel:
+    """A fresh VLA: the decoder from ``model.checkpoint`` or a random ``model.preset``, and its VQ."""
+    if cfg.model.checkpoint:
+        bundle = Emu3Bundle.load(cfg.model.checkpoint)
+    else:
+        bundle = Emu3Bundle.from_preset(cfg.model.preset, seed=int(cfg.seed), with_vq=False)
+    if cfg.model.vq:
+        bundle.vq = load_vq(cfg.model.vq)
+    if bundle.vq is None:
+        raise ConfigError(
+            f"no VQ tokenizer for preset {cfg.model.preset!r}: set model.vq to a folder made by "
+            "`emu3-vla train-vq` (or model.checkpoint to a checkpoint that has one)"
+        )
+    if int(bundle.vq.config.codebook_size) != bundle.layout.codebook_size:
+        raise ConfigError(
+            f"the VQ codebook has {bundle.vq.config.codebook_size} codes but the model's layout expects "
+            f"{bundle.layout.codebook_size}"
+        )
+    views = {v: ViewSpec(v, c.height, c.width) for v, c in mapping.cameras.items()}
+    return VLAModel(bundle, action_tokenizer, spec, views)
+
+
+def build_windows(cfg: DictConfig, vla: VLAModel, source: EpisodeSource, *, progress: bool) -> WindowDataset:
+    settings = CacheSettings(chunk=vla.spec.chunk, frame_stride=int(cfg.data.frame_stride))
+    cache = TokenCache.build(
+        source,
+        vla.vision(),
+        vla.action_tokenizer,
+        Path(cfg.data.cache_dir),
+        settings=settings,
+        views=vla.spec.views,
+        progress=progress,
+    )
+    return WindowDataset(cache, vla.builder())

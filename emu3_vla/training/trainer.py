@@ -1,0 +1,376 @@
+"""The VLA training loop: cached token ids in, weighted next-token cross-entropy out.
+
+One optimiser step processes one global batch (``batch_size`` windows over all processes), split
+into micro-batches. The loss of the step is ``sum(w * ce) / sum(w)`` over the *whole* global batch:
+each micro-batch's weighted sum is divided by the global weight total (all-reduced before the
+backward passes) and multiplied by the world size to undo DDP's gradient averaging. So one process
+with 4 micro-batches and two processes with 2 each compute the same gradient.
+
+Exact resume: the data order is a function of (seed, step) (:mod:`.sampler`), and the checkpoint
+holds the weights, the optimiser state and the RNG states, so a killed run continues bitwise
+identically on CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from emu3_vla.data.sequence import collate
+from emu3_vla.loss import weighted_next_token_loss
+from emu3_vla.modeling import count_parameters
+from emu3_vla.training import data_prep, distributed
+from emu3_vla.training.checkpoints import CheckpointManager
+from emu3_vla.training.config import ConfigError, save_config
+from emu3_vla.training.sampler import GlobalBatchSampler
+from emu3_vla.training.schedule import lr_factor
+from emu3_vla.vla import VLAModel
+
+log = logging.getLogger(__name__)
+STATE_FILE = "trainer_state.pt"
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclasses.dataclass
+class TrainResult:
+    run_dir: Path
+    final_checkpoint: Path
+    steps: int
+    metrics: list[dict[str, Any]]
+
+
+def _rng_state() -> dict[str, Any]:
+    """All RNG states as tensors and plain numbers (loadable with ``torch.load(weights_only=True)``)."""
+    _, np_key, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    version, py_state, py_gauss = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": {"version": version, "state": list(py_state), "gauss": py_gauss},
+        "numpy": {
+            "key": torch.from_numpy(np_key.astype(np.int64)),
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "gauss": float(np_gauss),
+        },
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
+    npy = state["numpy"]
+    np.random.set_state(("MT19937", npy["key"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"], npy["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _autocast(precision: str, device: torch.device):
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if precision in ("auto", "fp32"):
+        return nullcontext()
+    raise ConfigError(f"precision must be auto, fp32 or bf16, got {precision!r}")
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """No weight decay on norms and embeddings (standard for Llama-style decoders)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "embed" in name or "norm" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class Trainer:
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+        self.env = distributed.init_distributed()
+        self.run_dir = Path(cfg.run_dir)
+        self.ckpts = CheckpointManager(self.run_dir, int(cfg.checkpoint.keep_last))
+        self.progress = bool(cfg.progress) and self.env.is_main
+
+    # ------------------------------------------------------------------ setup
+    def _resume_source(self) -> Path | None:
+        resume = str(self.cfg.resume)
+        if resume == "never":
+            return None
+        if resume == "auto":
+            return self.ckpts.dir if self.ckpts.steps() else None
+        path = Path(resume)
+        if not (path / "model").is_dir():
+            raise ConfigError(f"resume={resume}: not a training checkpoint (expected {path}/model)")
+        return path
+
+    def setup(self) -> None:
+        cfg, env = self.cfg, self.env
+        _seed_everything(int(cfg.seed))
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        source = data_prep.open_source(cfg)
+        mapping = data_prep.data_mapping(cfg)
+        chunk = mapping.chunk_length(source.fps)
+        self.start_step = 0
+        state = None
+        resume_from = self._resume_source()
+        if resume_from is not None:
+            loaded = self._load_checkpoint(resume_from)
+            if loaded is not None:
+                self.start_step, (vla, state) = loaded
+                log.info("resuming from step %d", self.start_step)
+        if state is None:
+            if env.is_main:
+                tok = data_prep.make_action_tokenizer(cfg, source, chunk)
+                tok.save(self.run_dir / "action_tokenizer")
+            distributed.barrier(env)
+            from action_tokenizer import load_action_tokenizer
+
+            tok = load_action_tokenizer(self.run_dir / "action_tokenizer")
+            max_len = None
+            vla = data_prep.build_model(cfg, tok, data_prep.sequence_spec(cfg, mapping, chunk, max_len), mapping)
+        max_len = int(vla.bundle.decoder.config.max_position_embeddings)
+        vla.spec = dataclasses.replace(vla.spec, max_length=max_len)
+        self.vla = vla
+        if env.is_main:
+            save_config(cfg, self.run_dir / "config.yaml")
+            self.windows = data_prep.build_windows(cfg, vla, source, progress=self.progress)
+        distributed.barrier(env)
+        if not env.is_main:
+            self.windows = data_prep.build_windows(cfg, vla, source, progress=False)
+        self.layout = vla.bundle.layout
+
+        decoder = vla.bundle.decoder.to(env.device)
+        decoder.config.use_cache = False
+        if cfg.gradient_checkpointing:
+            decoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        decoder.train()
+        self.num_parameters = count_parameters(decoder)
+        strategy = distributed.choose_strategy(str(cfg.distributed.strategy), self.num_parameters)
+        self.model = distributed.wrap_model(decoder, env, strategy)
+        self.optimizer = torch.optim.AdamW(
+            _param_groups(self.model, float(cfg.optim.weight_decay)),
+            lr=float(cfg.optim.lr),
+            betas=tuple(cfg.optim.betas),
+            eps=float(cfg.optim.eps),
+        )
+        if state is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+            _set_rng_state(state["rng"])
+        self.sampler = GlobalBatchSampler(len(self.windows), int(cfg.batch_size), int(cfg.seed))
+        per_rank = int(cfg.batch_size) // env.world_size
+        if int(cfg.batch_size) % env.world_size:
+            raise ConfigError(f"batch_size={cfg.batch_size} must be divisible by the {env.world_size} processes")
+        self.micro = int(cfg.micro_batch_size or per_rank)
+        if per_rank % self.micro:
+            raise ConfigError(f"micro_batch_size={self.micro} must divide the per-process batch {per_rank}")
+        self._truncate_metrics(self.start_step)
+        if env.is_main:
+            log.info(
+                "training %s parameters (%s) on %d windows from %d episodes, %d process(es) on %s",
+                f"{self.num_parameters:,}",
+                strategy if env.distributed else "single process",
+                len(self.windows),
+                len(self.windows.episodes),
+                env.world_size,
+                env.device,
+            )
+
+    def _load_checkpoint(self, where: Path) -> tuple[int, tuple[VLAModel, dict]] | None:
+        def load(path: Path) -> tuple[VLAModel, dict]:
+            vla = VLAModel.load(path / "model")
+            state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+            return vla, state
+
+        if where == self.ckpts.dir:
+            return self.ckpts.load_latest(load)
+        state = torch.load(where / STATE_FILE, map_location="cpu", weights_only=True)
+        return int(state["step"]), load(where)
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop metric lines a killed run logged after the checkpoint it resumes from."""
+        path = self.run_dir / METRICS_FILE
+        if not self.env.is_main or not path.is_file():
+            return
+        keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in keep))
+
+    # ------------------------------------------------------------------- step
+    def _micro_batches(self, step: int) -> list[dict[str, torch.Tensor]]:
+        idx = self.sampler.rank_slice(step, self.env.rank, self.env.world_size)
+        pad = self.layout.pad_id
+        return [
+            collate([self.windows[int(i)] for i in idx[j : j + self.micro]], pad)
+            for j in range(0, len(idx), self.micro)
+        ]
+
+    def train_step(self, step: int) -> dict[str, float]:
+        cfg, env = self.cfg, self.env
+        batches = self._micro_batches(step)
+        local_weight = torch.stack([b["loss_weights"][:, 1:].sum() for b in batches]).sum().double()
+        total_weight = distributed.all_reduce_sum(local_weight.to(env.device), env).float()
+        sums = torch.zeros(5, dtype=torch.float64, device=env.device)  # wce, action ce, count, correct, tokens
+        for k, batch in enumerate(batches):
+            batch = {key: t.to(env.device) for key, t in batch.items()}
+            with distributed.no_gradient_sync(self.model, sync=k == len(batches) - 1):
+                with _autocast(str(cfg.precision), env.device):
+                    logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                parts = weighted_next_token_loss(logits, batch["input_ids"], batch["loss_weights"], self.layout)
+                (parts.weighted_ce / total_weight * env.world_size).backward()
+            sums += torch.stack(
+                [
+                    parts.weighted_ce.detach().double(),
+                    parts.action_ce.double(),
+                    parts.action_count.double(),
+                    parts.action_correct.double(),
+                    batch["attention_mask"].sum().double(),
+                ]
+            )
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(cfg.max_grad_norm))
+        lr = float(cfg.optim.lr) * lr_factor(
+            step,
+            total_steps=int(cfg.steps),
+            warmup_steps=int(cfg.schedule.warmup_steps),
+            min_ratio=float(cfg.schedule.min_lr_ratio),
+        )
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        sums = distributed.all_reduce_sum(sums, env)
+        return {
+            "step": step + 1,
+            "loss": float(sums[0] / total_weight.double()),
+            "action_ce": float(sums[1] / sums[2].clamp_min(1)),
+            "action_acc": float(sums[3] / sums[2].clamp_min(1)),
+            "lr": lr,
+            "grad_norm": float(grad_norm),
+            "tokens": float(sums[4]),
+        }
+
+    # ------------------------------------------------------------- checkpoint
+    def save_checkpoint(self, step: int) -> Path:
+        distributed.barrier(self.env)
+        path = self.ckpts.path(step)
+        if self.env.is_main:
+            state = {"step": step, "optimizer": self.optimizer.state_dict(), "rng": _rng_state()}
+            decoder = distributed.unwrap(self.model)
+            self.vla.bundle.decoder = decoder
+
+            def write(folder: Path) -> None:
+                self.vla.save(folder / "model")
+                torch.save(state, folder / STATE_FILE)
+                save_config(self.cfg, folder / "config.yaml")
+
+            path = self.ckpts.save(step, write)
+            link = self.run_dir / "model"
+            if link.is_symlink() or link.exists():
+                link.unlink()
+            link.symlink_to(path.relative_to(self.run_dir) / "model", target_is_directory=True)
+        distributed.barrier(self.env)
+        return path
+
+    # -------------------------------------------------------------------- run
+    def fit(self) -> TrainResult:
+        cfg, env = self.cfg, self.env
+        total = int(cfg.steps)
+        wandb_run = self._init_wandb()
+        metrics_path = self.run_dir / METRICS_FILE
+        history: list[dict[str, Any]] = []
+        bar = tqdm(
+            range(self.start_step, total), desc="train", disable=not self.progress, initial=self.start_step, total=total
+        )
+        t_last, tokens_since = time.perf_counter(), 0.0
+        last_path = self.ckpts.path(self.start_step)
+        for step in bar:
+            m = self.train_step(step)
+            if not math.isfinite(m["loss"]):
+                raise FloatingPointError(f"loss became {m['loss']} at step {step + 1}; lower optim.lr")
+            tokens_since += m["tokens"]
+            now = time.perf_counter()
+            m["tokens_per_s"] = tokens_since / max(now - t_last, 1e-9)
+            m["epoch"] = self.sampler.epoch_of(step + 1)
+            history.append(m)
+            if env.is_main:
+                with metrics_path.open("a") as f:
+                    f.write(json.dumps(m) + "\n")
+                if wandb_run is not None:
+                    wandb_run.log({k: v for k, v in m.items() if k != "step"}, step=m["step"])
+                bar.set_postfix(loss=f"{m['loss']:.3f}", act_acc=f"{m['action_acc']:.2f}")
+            if (step + 1) % int(cfg.log_every) == 0:
+                t_last, tokens_since = now, 0.0
+                if env.is_main and not self.progress:
+                    log.info("step %d loss %.4f action acc %.3f lr %.2e", step + 1, m["loss"], m["action_acc"], m["lr"])
+            if (step + 1) % int(cfg.checkpoint.every) == 0 or step + 1 == total:
+                last_path = self.save_checkpoint(step + 1)
+        if env.is_main:
+            plot_loss(metrics_path, self.run_dir / "loss.png")
+        if wandb_run is not None:
+            wandb_run.finish()
+        distributed.shutdown(env)
+        return TrainResult(self.run_dir, last_path / "model", total, history)
+
+    def _init_wandb(self):
+        if not self.env.is_main or str(self.cfg.wandb.mode) == "disabled":
+            return None
+        import wandb
+
+        return wandb.init(
+            project=str(self.cfg.wandb.project),
+            name=self.cfg.wandb.name,
+            mode=str(self.cfg.wandb.mode),
+            dir=str(self.run_dir),
+            config=OmegaConf.to_container(self.cfg, resolve=True),
+            resume="allow",
+        )
+
+
+def plot_loss(metrics_path: Path, out: Path) -> None:
+    """Loss and action accuracy against step, from ``metrics.jsonl``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line]
+    if not rows:
+        return
+    steps = [r["step"] for r in rows]
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+    ax[0].plot(steps, [r["loss"] for r in rows], label="weighted loss")
+    ax[0].plot(steps, [r["action_ce"] for r in rows], label="action CE")
+    ax[0].set_xlabel("step")
+    ax[0].set_yscale("log")
+    ax[0].legend()
+    ax[1].plot(steps, [r["action_acc"] for r in rows])
+    ax[1].set_xlabel("step")
+    ax[1].set_ylabel("action token accuracy")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def train(cfg: DictConfig) -> TrainResult:
+    trainer = Trainer(cfg)
+    trainer.setup()
+    return trainer.fit()
