@@ -1,0 +1,60 @@
+"""The policy interface every controller in the package implements.
+
+A policy maps observations (CALVIN's dict format: ``rgb_obs.rgb_static``, ``rgb_obs.rgb_gripper``,
+``robot_obs``, ``scene_obs``) and a language instruction to 7-d relative actions. ``act`` is the
+batched form used with several environments at once: row ``i`` always belongs to environment
+``i``, and ``reset(i)`` forgets environment ``i``'s history (a new subtask or episode).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+Observation = Mapping[str, Any]
+
+
+@runtime_checkable
+class Policy(Protocol):
+    def reset(self, env_index: int | None = None) -> None:
+        """Forget the history of one environment (or of all when ``env_index`` is None)."""
+
+    def step(self, obs: Observation, instruction: str) -> np.ndarray:
+        """One action ``(7,)`` for a single environment (index 0)."""
+
+    def act(self, observations: Sequence[Observation], instructions: Sequence[str]) -> np.ndarray:
+        """Actions ``(N, 7)`` for N environments."""
+
+
+def get_path(obs: Observation, path: str) -> Any:
+    """``obs["rgb_obs"]["rgb_static"]`` for ``path="rgb_obs.rgb_static"`` (a flat key is tried first)."""
+    if path in obs:
+        return obs[path]
+    value: Any = obs
+    for part in path.split("."):
+        try:
+            value = value[part]
+        except (KeyError, TypeError):
+            raise KeyError(f"observation has no {path!r} (keys: {sorted(obs)})") from None
+    return value
+
+
+class RandomPolicy:
+    """Uniform random relative actions with a random ±1 gripper: the floor of every benchmark."""
+
+    def __init__(self, seed: int = 0, action_dim: int = 7) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.action_dim = action_dim
+
+    def reset(self, env_index: int | None = None) -> None:
+        return None
+
+    def step(self, obs: Observation, instruction: str) -> np.ndarray:
+        return self.act([obs], [instruction])[0]
+
+    def act(self, observations: Sequence[Observation], instructions: Sequence[str]) -> np.ndarray:
+        actions = self.rng.uniform(-1, 1, (len(observations), self.action_dim))
+        actions[:, -1] = np.where(self.rng.random(len(observations)) < 0.5, -1.0, 1.0)
+        return actions
