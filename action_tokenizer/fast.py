@@ -10,14 +10,19 @@ Two modes share this class:
 ``native`` (default for :meth:`FastTokenizer.fit`)
     Zig-zag characters (the common coefficients are one UTF-8 byte), an unsplit byte-level BPE
     (merges may cross any coefficient boundary), coefficients clamped to the per-(frequency, dim)
-    range seen at fit, decoded values clipped to the fitted value range.
+    range seen at fit (slightly widened, see :data:`RANGE_MARGIN`), decoded values clipped to the
+    fitted value range.
 ``reference``
     The public FAST processor's format (``chr(v - min_token)``, regex-split byte-level BPE). Folders
     in the public format (``physical-intelligence/fast`` layout: ``processor_config.json`` with
     ``scale``, ``vocab_size``, ``min_token``, ``time_horizon``, ``action_dim`` and a
     ``tokenizer.json``) load in this mode. Token ids are identical to the reference's; a well-formed
     stream decodes to the reference's chunk (clipped to the fitted value range when the folder
-    records one, which public folders do not).
+    records one, which public folders do not). Decoding uses the tokenizer's own byte-level
+    decoder; ``transformers``' ``clean_up_tokenization_spaces``, which the public processor turns
+    off at fit, is never applied. Weakness kept for fidelity: its BPE alphabet is ``chr(0..range)``
+    rather than the byte-level symbols its pre-tokenizer produces, so a coefficient whose UTF-8
+    bytes never occurred at fit is silently dropped at encode (the chunk then decodes flagged).
 
 Malformed streams never raise unless ``strict=True``; see :mod:`action_tokenizer.decoding`. The
 repair policy: ids outside the vocabulary and bytes that form no character are dropped; a short
@@ -64,6 +69,11 @@ FORMAT_VERSION = 1
 CONFIG_FILE = "processor_config.json"
 TOKENIZER_FILE = "tokenizer.json"
 DEFAULT_VOCAB_SIZE = 1024
+#: Native mode clamps coefficients to the per-(frequency, dim) range seen at fit, widened on each side
+#: by this share of its span plus one rounding step: held-out data is then almost never clamped (the
+#: bench measures it), while a corrupted stream still cannot decode to a coefficient far outside
+#: anything the data ever had.
+RANGE_MARGIN = 0.1
 
 Mode = Literal["native", "reference"]
 _MODES = ("native", "reference")
@@ -93,8 +103,8 @@ class FastConfig:
     max_token: int | None = None
     gripper_dims: tuple[int, ...] | None = None  # None: the default for the action dimension
     normalizer: ActionNormalizer | None = None
-    coefficient_low: np.ndarray | None = None  # (T, D) smallest integer coefficient seen at fit
-    coefficient_high: np.ndarray | None = None  # (T, D) largest
+    coefficient_low: np.ndarray | None = None  # (T, D) clamp range: seen at fit, widened by RANGE_MARGIN
+    coefficient_high: np.ndarray | None = None  # (T, D)
     value_low: np.ndarray | None = None  # (D,) smallest normalised value seen at fit
     value_high: np.ndarray | None = None  # (D,) largest
     fit_chunks: int | None = None
@@ -231,6 +241,8 @@ class FastTokenizer:
         normalized = normalizer.transform(data) if normalizer is not None else data
         coeffs = quantize(normalized, scale)
         low, high = int(coeffs.min()), int(coeffs.max())
+        seen_low, seen_high = coeffs.min(axis=0), coeffs.max(axis=0)
+        margin = np.ceil(RANGE_MARGIN * (seen_high - seen_low)).astype(np.int64) + 1
         config = FastConfig(
             scale=float(scale),
             vocab_size=int(vocab_size),
@@ -241,14 +253,18 @@ class FastTokenizer:
             max_token=high,
             gripper_dims=grip,
             normalizer=normalizer,
-            coefficient_low=coeffs.min(axis=0),
-            coefficient_high=coeffs.max(axis=0),
+            coefficient_low=seen_low - margin,
+            coefficient_high=seen_high + margin,
             value_low=normalized.min(axis=(0, 1)),
             value_high=normalized.max(axis=(0, 1)),
             fit_chunks=n,
         )
-        characters = ZigZagCharacters() if mode == "native" else ShiftedCharacters(low)
-        max_code = characters.max_code(low, high)
+        if mode == "native":
+            characters: ZigZagCharacters | ShiftedCharacters = ZigZagCharacters()
+            max_code = characters.max_code(int(config.coefficient_low.min()), int(config.coefficient_high.max()))
+        else:
+            characters = ShiftedCharacters(low)
+            max_code = characters.max_code(low, high)
         if max_code > MAX_CODE:
             raise ValueError(
                 f"coefficients span [{low}, {high}] at scale {scale}, too wide for one character each; "

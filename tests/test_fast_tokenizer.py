@@ -149,6 +149,15 @@ def test_given_normaliser_is_used_as_is(fit_chunks):
         FastTokenizer.fit(fit_chunks[..., :6], normalizer=norm)
 
 
+def test_clamp_range_is_the_fitted_range_with_a_margin(tok, fit_chunks):
+    coeffs = quantize(fit_chunks, SCALE)
+    seen_low, seen_high = coeffs.min(axis=0), coeffs.max(axis=0)
+    margin = np.ceil(0.1 * (seen_high - seen_low)) + 1
+    np.testing.assert_array_equal(tok.config.coefficient_low, seen_low - margin)
+    np.testing.assert_array_equal(tok.config.coefficient_high, seen_high + margin)
+    assert (tok.config.min_token, tok.config.max_token) == (coeffs.min(), coeffs.max())  # public meaning
+
+
 def test_unseen_coefficients_are_clamped_to_the_fitted_range(tok):
     wild = np.zeros((1, 10, 7))
     wild[0, ::2, :] = 1.0  # alternating: high-frequency energy the smooth fit data never had
