@@ -343,6 +343,8 @@ class FastTokenizer:
                 "the time horizon and action dimension are unknown (a folder in the public format may leave them "
                 "null); pass time_horizon= and action_dim= to load() or decode()"
             )
+        if self.normalizer is not None and self.normalizer.action_dim != dim:
+            raise ValueError(f"this tokenizer's normaliser is for {self.normalizer.action_dim}-d actions, not {dim}-d")
         return int(horizon), int(dim)
 
     def _ranges(self, horizon: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -433,10 +435,7 @@ class FastTokenizer:
         value_range = self._value_range(dim)
         if value_range is not None:
             normalized = np.clip(normalized, *value_range)
-        if self.normalizer is not None and self.normalizer.action_dim == dim:
-            actions = self.normalizer.inverse(normalized)
-        else:
-            actions = normalized
+        actions = self.normalizer.inverse(normalized) if self.normalizer is not None else normalized
         result = DecodeResult(actions=actions, issues=issues, num_decoded=num, coefficients=coeffs)
         if strict:
             result.raise_if_malformed(horizon * dim)

@@ -42,6 +42,9 @@ def test_save_load_and_shared_loader(chunks, tmp_path):
     ids = tok.encode(chunks)
     assert again.encode(chunks) == ids
     np.testing.assert_array_equal(again.decode(ids).actions, tok.decode(ids).actions)
+    assert (again.save(tmp_path / "b") / "processor_config.json").read_bytes() == (
+        tmp_path / "processor_config.json"
+    ).read_bytes()
     with pytest.raises(ValueError, match="decodes the shape it was fitted on"):
         load_action_tokenizer(tmp_path, time_horizon=5)
 

@@ -131,6 +131,15 @@ def test_save_load_round_trip_is_readable_and_identical(tok, fit_chunks, tmp_pat
     np.testing.assert_array_equal(again.decode(ids).actions, tok.decode(ids).actions)
 
 
+@pytest.mark.parametrize("mode", ["native", "reference"])
+def test_saving_a_loaded_tokenizer_reproduces_the_folder_byte_for_byte(fit_chunks, tmp_path, mode):
+    """Caches fingerprint a tokenizer by the files it saves, so load -> save must be the identity."""
+    first = FastTokenizer.fit(fit_chunks * 0.3, scale=SCALE, mode=mode).save(tmp_path / "a")
+    second = FastTokenizer.load(first).save(tmp_path / "b")
+    for name in ("processor_config.json", "tokenizer.json"):
+        assert (first / name).read_bytes() == (second / name).read_bytes()
+
+
 def test_normaliser_travels_with_the_folder(fit_chunks, tmp_path):
     raw = fit_chunks * 0.05
     raw[..., 6] = fit_chunks[..., 6]
