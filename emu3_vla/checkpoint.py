@@ -73,16 +73,23 @@ class Emu3Bundle:
         return VisionTokenizer(self.vq, views)
 
     # ------------------------------------------------------------------- save
-    def save(self, folder: str | Path, extra_writer: Callable[[Path], None] | None = None) -> Path:
+    def save(
+        self,
+        folder: str | Path,
+        extra_writer: Callable[[Path], None] | None = None,
+        *,
+        decoder_state_dict: dict[str, torch.Tensor] | None = None,
+    ) -> Path:
         """Write the bundle atomically: into a temporary sibling folder, then renamed into place.
 
         ``extra_writer(tmp_folder)`` may add files (e.g. the action tokenizer) before the rename, so
-        that they appear together with the weights or not at all."""
+        that they appear together with the weights or not at all. ``decoder_state_dict`` replaces the
+        decoder's own weights (a full state dict gathered from a sharded or adapted model)."""
         folder = Path(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
         try:
-            self.decoder.save_pretrained(tmp / "decoder", safe_serialization=True)
+            self.decoder.save_pretrained(tmp / "decoder", safe_serialization=True, state_dict=decoder_state_dict)
             if self.vq is not None:
                 self.vq.save_pretrained(tmp / "vq", safe_serialization=True)
             self.text_tokenizer.save(tmp)

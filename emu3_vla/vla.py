@@ -57,13 +57,13 @@ class VLAModel:
             "action_dim": self.action_tokenizer.action_dim,
         }
 
-    def save(self, folder: str | Path) -> Path:
+    def save(self, folder: str | Path, *, decoder_state_dict: dict[str, torch.Tensor] | None = None) -> Path:
         self.bundle.extra = {**self.bundle.extra, "vla": self.metadata()}
 
         def write_action_tokenizer(tmp: Path) -> None:
             self.action_tokenizer.save(tmp / ACTION_TOKENIZER_DIR)
 
-        return self.bundle.save(folder, extra_writer=write_action_tokenizer)
+        return self.bundle.save(folder, extra_writer=write_action_tokenizer, decoder_state_dict=decoder_state_dict)
 
     @classmethod
     def load(

@@ -112,7 +112,3 @@ def no_gradient_sync(model: torch.nn.Module, sync: bool) -> AbstractContextManag
 
         return _Toggle()
     return nullcontext()
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") and not hasattr(model, "set_requires_gradient_sync") else model

@@ -26,6 +26,12 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_optimizer_state_dict,
+)
 from tqdm.auto import tqdm
 
 from emu3_vla.data.sequence import collate
@@ -175,7 +181,9 @@ class Trainer:
             eps=float(cfg.optim.eps),
         )
         if state is not None:
-            self.optimizer.load_state_dict(state["optimizer"])
+            set_optimizer_state_dict(
+                self.model, self.optimizer, state["optimizer"], options=StateDictOptions(full_state_dict=True)
+            )
             _set_rng_state(state["rng"])
         self.sampler = GlobalBatchSampler(len(self.windows), int(cfg.batch_size), int(cfg.seed))
         per_rank = int(cfg.batch_size) // env.world_size
@@ -270,15 +278,17 @@ class Trainer:
 
     # ------------------------------------------------------------- checkpoint
     def save_checkpoint(self, step: int) -> Path:
+        """Gather full (unsharded) weights and optimiser state on every process; rank 0 writes them."""
         distributed.barrier(self.env)
         path = self.ckpts.path(step)
+        full = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        model_state = get_model_state_dict(self.model, options=full)
+        optim_state = get_optimizer_state_dict(self.model, self.optimizer, options=full)
         if self.env.is_main:
-            state = {"step": step, "optimizer": self.optimizer.state_dict(), "rng": _rng_state()}
-            decoder = distributed.unwrap(self.model)
-            self.vla.bundle.decoder = decoder
+            state = {"step": step, "optimizer": optim_state, "rng": _rng_state()}
 
             def write(folder: Path) -> None:
-                self.vla.save(folder / "model")
+                self.vla.save(folder / "model", decoder_state_dict=model_state)
                 torch.save(state, folder / STATE_FILE)
                 save_config(self.cfg, folder / "config.yaml")
 
