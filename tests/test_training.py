@@ -80,7 +80,7 @@ def test_killed_run_resumes_bitwise(reference_run, tiny_dataset, tiny_vq_dir, tm
         load_config(
             "train",
             tiny_train_overrides(
-                tiny_dataset, tiny_vq_dir, tmp_path / "ref40", reference_run.run_dir.parent / "cache", steps=16
+                tiny_dataset, tiny_vq_dir, tmp_path / "ref", reference_run.run_dir.parent / "cache", **extra
             ),
         )
     )
