@@ -79,17 +79,23 @@ class Emu3Bundle:
         extra_writer: Callable[[Path], None] | None = None,
         *,
         decoder_state_dict: dict[str, torch.Tensor] | None = None,
+        decoder_weights: bool = True,
     ) -> Path:
         """Write the bundle atomically: into a temporary sibling folder, then renamed into place.
 
         ``extra_writer(tmp_folder)`` may add files (e.g. the action tokenizer) before the rename, so
         that they appear together with the weights or not at all. ``decoder_state_dict`` replaces the
-        decoder's own weights (a full state dict gathered from a sharded or adapted model)."""
+        decoder's own weights (a full state dict gathered from a sharded or adapted model).
+        ``decoder_weights=False`` writes only the decoder's config (adapter-only checkpoints, whose
+        ``extra_writer`` adds the adapter and a note of the base model)."""
         folder = Path(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
         try:
-            self.decoder.save_pretrained(tmp / "decoder", safe_serialization=True, state_dict=decoder_state_dict)
+            if decoder_weights:
+                self.decoder.save_pretrained(tmp / "decoder", safe_serialization=True, state_dict=decoder_state_dict)
+            else:
+                self.decoder.config.save_pretrained(tmp / "decoder")
             if self.vq is not None:
                 self.vq.save_pretrained(tmp / "vq", safe_serialization=True)
             self.text_tokenizer.save(tmp)
@@ -147,7 +153,7 @@ class Emu3Bundle:
             layout = TokenLayout.from_dict(marker["layout"])
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
             raise CheckpointError(f"{folder / MARKER} is unreadable or incomplete: {err}") from err
-        decoder = _load_pretrained(Emu3ForCausalLM, folder / "decoder", device, dtype)
+        decoder = _load_decoder(folder, device, dtype)
         vq = None
         if load_vq and (folder / "vq").exists():
             vq = _load_pretrained(Emu3VQVAE, folder / "vq", device, None).eval()
@@ -195,6 +201,26 @@ class Emu3Bundle:
         except FileNotFoundError as err:
             raise CheckpointError(f"{folder}: {err}") from err
         return cls(decoder, vq, layout, text, preset=None, extra={"source": str(folder)})
+
+
+def _load_decoder(folder: Path, device: Any, dtype: Any) -> Emu3ForCausalLM:
+    """The decoder of one of our folders: its weights, or its base model plus a LoRA adapter."""
+    from emu3_vla.training.lora import ADAPTER_MARKER, load_adapter_checkpoint
+
+    marker = folder / ADAPTER_MARKER
+    if not marker.is_file():
+        return _load_pretrained(Emu3ForCausalLM, folder / "decoder", device, dtype)
+    base = json.loads(marker.read_text())["base"]
+    if base.get("checkpoint"):
+        decoder = Emu3Bundle.load(base["checkpoint"], load_vq=False, dtype=dtype).decoder
+    elif base.get("preset"):
+        decoder = build_decoder(base["preset"], seed=int(base.get("seed", 0)))
+    else:
+        raise CheckpointError(f"{marker} names no base model (checkpoint or preset)")
+    try:
+        return load_adapter_checkpoint(folder, decoder).to(device)
+    except Exception as err:
+        raise CheckpointError(f"could not apply the LoRA adapter in {folder}: {err}") from err
 
 
 def load_vq(folder: str | Path, *, device: str | torch.device = "cpu") -> Emu3VQVAE:

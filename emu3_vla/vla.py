@@ -10,6 +10,7 @@ token layout the model was trained on, so a policy cannot silently disagree with
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,13 +58,28 @@ class VLAModel:
             "action_dim": self.action_tokenizer.action_dim,
         }
 
-    def save(self, folder: str | Path, *, decoder_state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+    def save(
+        self,
+        folder: str | Path,
+        *,
+        decoder_state_dict: dict[str, torch.Tensor] | None = None,
+        adapter_writer: Callable[[Path], None] | None = None,
+    ) -> Path:
+        """Write the VLA checkpoint. With ``adapter_writer`` the decoder's weights are left out and the
+        writer adds a LoRA adapter and its base (see :mod:`emu3_vla.training.lora`)."""
         self.bundle.extra = {**self.bundle.extra, "vla": self.metadata()}
 
-        def write_action_tokenizer(tmp: Path) -> None:
+        def write_extra(tmp: Path) -> None:
             self.action_tokenizer.save(tmp / ACTION_TOKENIZER_DIR)
+            if adapter_writer is not None:
+                adapter_writer(tmp)
 
-        return self.bundle.save(folder, extra_writer=write_action_tokenizer, decoder_state_dict=decoder_state_dict)
+        return self.bundle.save(
+            folder,
+            extra_writer=write_extra,
+            decoder_state_dict=decoder_state_dict,
+            decoder_weights=adapter_writer is None,
+        )
 
     @classmethod
     def load(

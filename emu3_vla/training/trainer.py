@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from emu3_vla.data.sequence import collate
 from emu3_vla.loss import weighted_next_token_loss
 from emu3_vla.modeling import count_parameters
-from emu3_vla.training import data_prep, distributed
+from emu3_vla.training import data_prep, distributed, lora
 from emu3_vla.training.checkpoints import CheckpointManager
 from emu3_vla.training.config import ConfigError, save_config
 from emu3_vla.training.sampler import GlobalBatchSampler
@@ -100,13 +100,15 @@ def _autocast(precision: str, device: torch.device):
     raise ConfigError(f"precision must be auto, fp32 or bf16, got {precision!r}")
 
 
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """No weight decay on norms and embeddings (standard for Llama-style decoders)."""
+def _param_groups(model: torch.nn.Module, weight_decay: float, *, row_trained: bool) -> list[dict[str, Any]]:
+    """No weight decay on norms and embeddings (standard for Llama-style decoders), nor on matrices of
+    which only some rows train (LoRA's action rows): decay would move the frozen rows."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim < 2 or "embed" in name or "norm" in name else decay).append(p)
+        exempt = p.ndim < 2 or "embed" in name or "norm" in name or (row_trained and "lm_head" in name)
+        (no_decay if exempt else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
@@ -166,6 +168,11 @@ class Trainer:
             self.windows = data_prep.build_windows(cfg, vla, source, progress=False)
         self.layout = vla.bundle.layout
 
+        self.lora = bool(cfg.lora.enabled)
+        if self.lora and state is not None:
+            # The checkpoint's model/ holds merged (or adapter) weights; LoRA resumes from its base
+            # plus the adapter state saved in trainer_state.pt.
+            vla.bundle.decoder = data_prep.build_model(cfg, vla.action_tokenizer, vla.spec, mapping).bundle.decoder
         decoder = vla.bundle.decoder.to(env.device)
         decoder.config.use_cache = False
         if cfg.gradient_checkpointing:
@@ -173,9 +180,19 @@ class Trainer:
         decoder.train()
         self.num_parameters = count_parameters(decoder)
         strategy = distributed.choose_strategy(str(cfg.distributed.strategy), self.num_parameters)
-        self.model = distributed.wrap_model(decoder, env, strategy)
+        trainable: torch.nn.Module = decoder
+        if self.lora:
+            if env.distributed and strategy == "fsdp":
+                raise ConfigError("LoRA fine-tuning runs in one process or with distributed.strategy=ddp")
+            if str(cfg.lora.save) not in ("merged", "adapter"):
+                raise ConfigError(f"lora.save must be merged or adapter, got {cfg.lora.save!r}")
+            trainable = lora.apply_lora(decoder, cfg.lora, vla.bundle.layout)
+            if state is not None:
+                lora.load_trainable_state(trainable, state["lora"])
+        self.peft_model = trainable if self.lora else None
+        self.model = distributed.wrap_model(trainable, env, strategy)
         self.optimizer = torch.optim.AdamW(
-            _param_groups(self.model, float(cfg.optim.weight_decay)),
+            _param_groups(self.model, float(cfg.optim.weight_decay), row_trained=self.lora),
             lr=float(cfg.optim.lr),
             betas=tuple(cfg.optim.betas),
             eps=float(cfg.optim.eps),
@@ -282,13 +299,28 @@ class Trainer:
         distributed.barrier(self.env)
         path = self.ckpts.path(step)
         full = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        model_state = get_model_state_dict(self.model, options=full)
+        if self.lora:
+            model_state = lora.merged_state_dict(self.peft_model)
+        else:
+            model_state = get_model_state_dict(self.model, options=full)
         optim_state = get_optimizer_state_dict(self.model, self.optimizer, options=full)
         if self.env.is_main:
             state = {"step": step, "optimizer": optim_state, "rng": _rng_state()}
+            adapter_writer = None
+            if self.lora:
+                state["lora"] = lora.trainable_state(self.peft_model)
+                if str(self.cfg.lora.save) == "adapter":
+                    base = {
+                        "checkpoint": self.cfg.model.checkpoint,
+                        "preset": self.cfg.model.preset,
+                        "seed": int(self.cfg.seed),
+                    }
+
+                    def adapter_writer(tmp: Path) -> None:
+                        lora.save_adapter(self.peft_model, tmp, self.layout, base)
 
             def write(folder: Path) -> None:
-                self.vla.save(folder / "model", decoder_state_dict=model_state)
+                self.vla.save(folder / "model", decoder_state_dict=model_state, adapter_writer=adapter_writer)
                 torch.save(state, folder / STATE_FILE)
                 save_config(self.cfg, folder / "config.yaml")
 
