@@ -87,9 +87,10 @@ class PlayTableEnv:
             p.setPhysicsEngineParameter(deterministicOverlappingPairs=1, physicsClientId=self.client)
             p.setTimeStep(1.0 / PHYSICS_HZ, physicsClientId=self.client)
             p.setGravity(0, 0, -9.81, physicsClientId=self.client)
+            # The EGL plugin draws only bodies loaded after it, so the renderer comes first.
+            self.renderer = Renderer(self.client, renderer)
             self.robot = Panda(self.client, detailed_visuals=detailed_visuals, use_target_pose=use_target_pose)
             self.scene = PlayTableScene(self.client, self.layout)
-            self.renderer = Renderer(self.client, renderer)
         except Exception:
             if hasattr(self, "robot"):
                 self.robot.close()
@@ -153,7 +154,8 @@ class PlayTableEnv:
         self.apply_action(action)
         for _ in range(SUBSTEPS):
             p.stepSimulation(physicsClientId=self.client)
-        self.scene.update_lights()
+            # Every substep, not once per step as CALVIN does: a press shorter than 1/30 s still counts.
+            self.scene.update_lights()
         self._new_epoch()
         self.steps_since_reset += 1
         return self.get_obs(), 0.0, False, self.get_info()

@@ -84,9 +84,11 @@ class SceneLayout:
     drawer_x: float
     button_xy: tuple[float, float]
     desk_rgba: RGBA
+    desk_texture: str  # "wood" | "speckle" | "plain" (see textures.py), tinted with desk_rgba
     leg_rgba: RGBA
     cabinet_rgba: RGBA
     door_rgba: RGBA
+    door_texture: str
     drawer_rgba: RGBA
     block_sizes: dict[str, str]  # block -> "small" | "medium" | "large"
 
@@ -155,9 +157,11 @@ LAYOUTS: dict[str, SceneLayout] = {
         drawer_x=0.12,
         button_xy=(-0.33, -0.15),
         desk_rgba=(0.42, 0.27, 0.17, 1.0),
+        desk_texture="wood",
         leg_rgba=(0.2, 0.2, 0.2, 1.0),
         cabinet_rgba=(0.78, 0.79, 0.80, 1.0),
         door_rgba=(0.95, 0.95, 0.93, 1.0),
+        door_texture="plain",
         drawer_rgba=(0.78, 0.79, 0.80, 1.0),
         block_sizes={"red_block": "large", "blue_block": "small", "pink_block": "medium"},
     ),
@@ -168,9 +172,11 @@ LAYOUTS: dict[str, SceneLayout] = {
         drawer_x=0.08,
         button_xy=(-0.19, -0.16),
         desk_rgba=(0.55, 0.56, 0.58, 1.0),
+        desk_texture="speckle",
         leg_rgba=(0.15, 0.15, 0.15, 1.0),
         cabinet_rgba=(0.93, 0.89, 0.80, 1.0),
         door_rgba=(0.72, 0.55, 0.36, 1.0),
+        door_texture="wood",
         drawer_rgba=(0.93, 0.89, 0.80, 1.0),
         block_sizes={"red_block": "small", "blue_block": "medium", "pink_block": "large"},
     ),
@@ -181,9 +187,11 @@ LAYOUTS: dict[str, SceneLayout] = {
         drawer_x=0.11,
         button_xy=(-0.30, -0.08),
         desk_rgba=(0.90, 0.88, 0.84, 1.0),
+        desk_texture="plain",
         leg_rgba=(0.3, 0.3, 0.32, 1.0),
         cabinet_rgba=(0.36, 0.37, 0.40, 1.0),
         door_rgba=(0.80, 0.64, 0.44, 1.0),
+        door_texture="wood",
         drawer_rgba=(0.36, 0.37, 0.40, 1.0),
         block_sizes={"red_block": "medium", "blue_block": "small", "pink_block": "large"},
     ),
@@ -194,9 +202,11 @@ LAYOUTS: dict[str, SceneLayout] = {
         drawer_x=LAYOUTS_D_DRAWER_X,
         button_xy=(-0.28, -0.12),
         desk_rgba=(0.80, 0.65, 0.46, 1.0),
+        desk_texture="wood",
         leg_rgba=(0.25, 0.25, 0.25, 1.0),
         cabinet_rgba=(0.94, 0.94, 0.92, 1.0),
         door_rgba=(0.58, 0.42, 0.28, 1.0),
+        door_texture="wood",
         drawer_rgba=(0.94, 0.94, 0.92, 1.0),
         block_sizes={"red_block": "medium", "blue_block": "large", "pink_block": "small"},
     ),

@@ -51,6 +51,7 @@ from envs.playtable.layout import (
     WALL,
     SceneLayout,
 )
+from envs.playtable.textures import load_texture
 from envs.playtable.urdf import Link, Part, box, load_urdf_text, urdf_text
 
 BLOCKS = ("red_block", "blue_block", "pink_block")
@@ -279,11 +280,32 @@ class PlayTableScene:
         self.table_link_names = {index: name for name, index in self.links.items()}
         for link in ("base_link", "plank_link", "drawer_link", "cabinet_link", "slide_link"):
             p.changeDynamics(self.table_uid, self.links[link], lateralFriction=0.6, physicsClientId=client)
+        self._apply_textures()
         self._setup_joint_motors()
         self.lights = LightLogic()
         self._show_lights()
 
     # --- construction ------------------------------------------------------------------------
+
+    def _apply_textures(self) -> None:
+        """Wood or laminate on the desk top (its first two visual shapes) and the door panel."""
+        layout = self.layout
+        for link, shapes, kind, rgba in (
+            ("base_link", (0, 1), layout.desk_texture, layout.desk_rgba),
+            ("slide_link", (0,), layout.door_texture, layout.door_rgba),
+        ):
+            if kind == "plain":
+                continue
+            texture = load_texture(kind, self.client)
+            for shape in shapes:
+                p.changeVisualShape(
+                    self.table_uid,
+                    self.links[link],
+                    shapeIndex=shape,
+                    textureUniqueId=texture,
+                    rgbaColor=rgba,
+                    physicsClientId=self.client,
+                )
 
     def _add_floor(self) -> int:
         half = (2.5, 2.5, 0.01)
