@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import copy
 import pickle
 import warnings
+from pathlib import Path
 
 import gymnasium
 import numpy as np
@@ -100,6 +102,15 @@ def test_relative_action_moves_the_tcp_like_calvin(env):
     np.testing.assert_allclose(obs["robot_obs"][:6], before[:6], atol=1e-3)
 
 
+def test_relative_target_cannot_wind_up_beyond_the_workspace(env):
+    env.reset()
+    for _ in range(60):
+        _, _, _, info = env.step(np.array([0, -1.0, -1.0, 0, 0, 0, 1]))
+    target = info["robot_info"]["target_pos"]
+    assert target[2] == pytest.approx(0.28) and target[1] == pytest.approx(-0.75)
+    assert target[2] > NEUTRAL_ROBOT_OBS[2] - 60 * 0.02
+
+
 def test_gripper_closes_and_opens(env):
     env.reset()
     for _ in range(10):
@@ -145,6 +156,8 @@ def test_images_render_only_when_read_and_once_per_step(env):
     assert stale["rgb_obs"]["rgb_static"] is first  # what was read stays readable
     with pytest.raises(StaleObservationError):
         stale["rgb_obs"]["rgb_gripper"]
+    unpacked = {**env.get_obs()["rgb_obs"]}
+    assert all(isinstance(image, np.ndarray) for image in unpacked.values())
     kept = next_obs["rgb_obs"].materialize()
     env.step(HOLD_OPEN)
     assert kept["rgb_gripper"].shape == (84, 84, 3)
@@ -203,6 +216,31 @@ def test_two_envs_in_one_process_stay_independent(env):
             frames.append(np.concatenate([obs["robot_obs"], obs["scene_obs"]]))
         np.testing.assert_array_equal(np.array(frames), reference)
         np.testing.assert_array_equal(obs["rgb_obs"]["rgb_static"], reference_image)
+
+
+def test_every_pybullet_call_names_its_client():
+    """Several environments share one process only if no call falls back to pybullet's default client."""
+    stateless = {
+        "getQuaternionFromEuler",
+        "getEulerFromQuaternion",
+        "getMatrixFromQuaternion",
+        "computeViewMatrix",
+        "computeProjectionMatrixFOV",
+        "connect",
+    }
+    missing = []
+    for path in Path(envs.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "p"
+                and node.func.attr not in stateless
+                and not any(keyword.arg == "physicsClientId" for keyword in node.keywords)
+            ):
+                missing.append(f"{path.name}:{node.lineno} p.{node.func.attr}")
+    assert not missing, f"pybullet calls without physicsClientId: {missing}"
 
 
 def test_info_has_what_the_oracle_and_experts_need(env):

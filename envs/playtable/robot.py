@@ -52,6 +52,10 @@ MAX_JOINT_VELOCITY = 2.0
 GRIPPER_FORCE = 200.0
 MAX_REL_POS = 0.02
 MAX_REL_ORN = 0.05
+# The target position stays inside this box (metres, world frame): a policy that keeps pushing one
+# way cannot wind the target up metres away from the desk (CALVIN lets it; nothing reachable changes).
+TARGET_LOW = (-0.7, -0.75, 0.28)
+TARGET_HIGH = (0.7, 0.35, 1.0)
 
 # Real Panda limits for the 7 arm joints, then the two fingers (IK wants one entry per degree of freedom).
 LOWER_LIMITS = (-2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -0.0175, -2.8973, 0.0, 0.0)
@@ -289,11 +293,12 @@ class Panda:
             pos, quat = self.tcp_pose()
             self.target_pos = np.array(pos) + delta_pos
             self.target_orn = np.array(p.getEulerFromQuaternion(quat)) + delta_orn
+        self.target_pos = np.clip(self.target_pos, TARGET_LOW, TARGET_HIGH)
         self._drive(self.target_pos, self.target_orn, int(action[6]))
 
     def apply_absolute(self, pos: np.ndarray, euler: np.ndarray, gripper: int) -> None:
         """Absolute tcp pose (world xyz + euler) and gripper; it also becomes the relative actions' target."""
-        self.target_pos = np.array(pos, dtype=float)
+        self.target_pos = np.clip(np.array(pos, dtype=float), TARGET_LOW, TARGET_HIGH)
         self.target_orn = np.array(euler, dtype=float)
         self._drive(self.target_pos, self.target_orn, gripper)
 
@@ -301,7 +306,6 @@ class Panda:
         quat = p.getQuaternionFromEuler(euler)
         current = [state[0] for state in p.getJointStates(self.uid, ARM_JOINTS, physicsClientId=self.client)]
         joints = self.ik.solve(current, pos, quat)
-        self.last_joint_targets = joints
         for joint in ARM_JOINTS:
             p.setJointMotorControl2(
                 self.uid,
