@@ -340,7 +340,12 @@ def _touching_blocks(touching: frozenset[str]) -> set[str]:
 
 
 def symbolic_state(info: Info) -> dict[str, Any]:
-    """CALVIN's symbolic state of a scene (same keys and order as the chains' start states)."""
+    """CALVIN's symbolic state of a scene (same keys and order as the chains' start states).
+
+    Reads PlayTable's info extras (``touching``, ``grasped``, the table's ``shelf_split_x`` and
+    ``drawer_x_range``), which CALVIN's own info dict does not have; the task checks need only
+    CALVIN's fields.
+    """
     scene = info["scene_info"]
     places = block_places(info)
     return {
