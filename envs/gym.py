@@ -26,6 +26,14 @@ from envs.tasks import TaskOracle
 
 ENV_ID = "envs/PlayTable-v0"
 SUBTASK_STEPS = 360
+_ANGLE = np.pi + 1e-3
+# Generous but finite bounds: tcp xyz, tcp euler, gripper width, 7 Panda joints (limits plus a
+# margin), gripper action.
+ROBOT_OBS_LOW = np.array([-2, -2, -1, -_ANGLE, -_ANGLE, -_ANGLE, 0, -3.0, -1.9, -3.0, -3.2, -3.0, -0.2, -3.0, -1])
+ROBOT_OBS_HIGH = np.array([2, 2, 3, _ANGLE, _ANGLE, _ANGLE, 0.1, 3.0, 1.9, 3.0, 0.1, 3.0, 3.9, 3.0, 1])
+# Furniture joints (slightly past their soft limits when pushed), lights, then 3 x (xyz, euler).
+SCENE_OBS_LOW = np.array([-1, -1, -1, -1, 0, 0] + [-5, -5, -1, -_ANGLE, -_ANGLE, -_ANGLE] * 3)
+SCENE_OBS_HIGH = np.array([1, 1, 1, 1, 1, 1] + [5, 5, 5, _ANGLE, _ANGLE, _ANGLE] * 3)
 
 
 def observation_space() -> spaces.Dict:
@@ -37,8 +45,8 @@ def observation_space() -> spaces.Dict:
     return spaces.Dict(
         {
             "rgb_obs": spaces.Dict({"rgb_static": image(STATIC_CAMERA), "rgb_gripper": image(GRIPPER_CAMERA)}),
-            "robot_obs": spaces.Box(-np.inf, np.inf, (15,), dtype=np.float64),
-            "scene_obs": spaces.Box(-np.inf, np.inf, (24,), dtype=np.float64),
+            "robot_obs": spaces.Box(ROBOT_OBS_LOW, ROBOT_OBS_HIGH, dtype=np.float64),
+            "scene_obs": spaces.Box(SCENE_OBS_LOW, SCENE_OBS_HIGH, dtype=np.float64),
         }
     )
 
@@ -53,7 +61,13 @@ def action_space(action_mode: str) -> spaces.Box:
 
 
 class PlayTableGymEnv(gymnasium.Env):
-    """PlayTable with gymnasium's API; keyword arguments go to :class:`PlayTableEnv`."""
+    """PlayTable with gymnasium's API; keyword arguments go to :class:`PlayTableEnv`.
+
+    Unlike the raw environment, images are rendered at every step by default
+    (``lazy_images=False``): gymnasium code keeps observations around (frame stacks, buffers,
+    ``check_env``) and expects them to stay readable. Pass ``lazy_images=True`` to render only what
+    is read before the next step.
+    """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 30}
 
@@ -61,6 +75,7 @@ class PlayTableGymEnv(gymnasium.Env):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"PlayTable supports render_mode None or 'rgb_array', got {render_mode!r}")
         self.render_mode = render_mode
+        env_kwargs.setdefault("lazy_images", False)
         self.env = PlayTableEnv(**env_kwargs)
         self.observation_space = observation_space()
         self.action_space = action_space(self.env.action_mode)

@@ -11,11 +11,13 @@ from pathlib import Path
 import gymnasium
 import numpy as np
 import pytest
+from gymnasium.utils.env_checker import check_env
 
 import envs
 from envs import (
     LAYOUTS,
     NEUTRAL_ROBOT_OBS,
+    LazyImages,
     PlayTableEnv,
     StaleObservationError,
     load_start_states,
@@ -162,8 +164,9 @@ def test_images_render_only_when_read_and_once_per_step(env):
     env.step(HOLD_OPEN)
     assert kept["rgb_gripper"].shape == (84, 84, 3)
     assert isinstance(next_obs["rgb_obs"], dict)
-    assert type(copy.deepcopy(next_obs)["rgb_obs"]) is dict
-    assert type(pickle.loads(pickle.dumps(next_obs))["rgb_obs"]) is dict
+    for copied in (copy.deepcopy(next_obs)["rgb_obs"], pickle.loads(pickle.dumps(next_obs))["rgb_obs"]):
+        assert isinstance(copied, LazyImages) and copied == kept  # rendered copies, readable forever
+        assert all(copied.is_rendered(name) for name in copied)
 
 
 def test_eager_images_are_rendered_in_step():
@@ -297,6 +300,17 @@ def test_egl_renderer_loads_or_falls_back_with_a_warning():
         assert backend == "egl"
     with pytest.raises(ValueError, match="renderer backend"):
         PlayTableEnv(renderer="vulkan")
+
+
+def test_gymnasium_env_checker_passes():
+    gym_env = gymnasium.make(envs.ENV_ID, render_mode="rgb_array")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            check_env(gym_env.unwrapped)
+        assert not [str(w.message) for w in caught if "gymnasium" in str(w.filename) or "WARN" in str(w.message)]
+    finally:
+        gym_env.close()
 
 
 def test_gymnasium_registration_and_api():

@@ -5,7 +5,7 @@ policy that predicts a chunk of actions, a scripted expert, an evaluation withou
 observation's ``rgb_obs`` is therefore a :class:`LazyImages` mapping: ``obs["rgb_obs"]["rgb_static"]``
 renders the static camera on first access and caches it for that step. It is a real ``dict``
 subclass, so ``isinstance(x, dict)`` checks, ``dict(x)``, ``copy.deepcopy`` and pickling work and
-give rendered arrays.
+give rendered arrays (copies are fully rendered ``LazyImages``, readable forever).
 
 A frame can only show the present: once the environment has stepped or reset, images not read
 before are gone, and reading them raises instead of silently showing a later state. Read what you
@@ -27,10 +27,18 @@ class StaleObservationError(RuntimeError):
 class LazyImages(dict):
     """``{"rgb_static": ..., "rgb_gripper": ...}`` whose arrays are rendered on first access."""
 
-    def __init__(self, names: tuple[str, ...], render: Callable[[str, int], np.ndarray], epoch: int) -> None:
+    def __init__(self, names: tuple[str, ...], render: Callable[[str, int], np.ndarray] | None, epoch: int = 0) -> None:
         super().__init__(dict.fromkeys(names))
         self._render = render
         self._epoch = epoch
+
+    @classmethod
+    def rendered(cls, images: dict[str, np.ndarray]) -> LazyImages:
+        """A ``LazyImages`` whose images are all there already (what copies and unpickling give)."""
+        instance = cls(tuple(images), None)
+        for name, image in images.items():
+            dict.__setitem__(instance, name, image)
+        return instance
 
     def __getitem__(self, name: str) -> np.ndarray:
         value = dict.__getitem__(self, name)
@@ -61,13 +69,13 @@ class LazyImages(dict):
         return dict.__getitem__(self, name) is not None
 
     def __reduce__(self):
-        return (dict, (self.materialize(),))
+        return (_rendered_images, (self.materialize(),))
 
-    def __deepcopy__(self, memo: dict) -> dict[str, np.ndarray]:
-        return {name: array.copy() for name, array in self.materialize().items()}
+    def __deepcopy__(self, memo: dict) -> LazyImages:
+        return LazyImages.rendered({name: array.copy() for name, array in self.materialize().items()})
 
-    def copy(self) -> dict[str, np.ndarray]:  # type: ignore[override]
-        return self.materialize()
+    def copy(self) -> LazyImages:  # type: ignore[override]
+        return LazyImages.rendered(self.materialize())
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, dict) or set(other) != set(self):
@@ -79,3 +87,8 @@ class LazyImages(dict):
     def __repr__(self) -> str:
         state = {name: ("rendered" if self.is_rendered(name) else "lazy") for name in self}
         return f"LazyImages({state})"
+
+
+def _rendered_images(images: dict[str, np.ndarray]) -> LazyImages:
+    """Unpickling target: a fully rendered :class:`LazyImages`."""
+    return LazyImages.rendered(images)
