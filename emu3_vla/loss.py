@@ -49,18 +49,20 @@ def weighted_next_token_loss(
             f"shape mismatch: logits {tuple(logits.shape)}, input_ids {tuple(input_ids.shape)}, "
             f"loss_weights {tuple(loss_weights.shape)}"
         )
-    pred = logits[:, :-1].float()
-    target = input_ids[:, 1:]
-    w = loss_weights[:, 1:].float()
-    active = w > 0
-    ce = F.cross_entropy(pred[active], target[active], reduction="none")
-    wa = w[active]
-    is_action = action_token_mask(target[active], layout)
+    vocab = logits.shape[-1]
+    # Position i predicts token i + 1; the last position predicts nothing (weight 0). Shifting the
+    # targets instead of slicing the logits keeps the (B, L, V) logits uncopied (a view reshape),
+    # and taking the cross-entropy at every position avoids gathering the weighted ones first.
+    target = torch.cat([input_ids[:, 1:], input_ids[:, :1]], dim=1)
+    w = torch.cat([loss_weights[:, 1:], torch.zeros_like(loss_weights[:, :1])], dim=1).float()
+    flat = logits.reshape(-1, vocab)
+    ce = F.cross_entropy(flat.float(), target.reshape(-1), reduction="none").view_as(w)
+    is_action = action_token_mask(target, layout) & (w > 0)
     with torch.no_grad():
-        correct = (pred[active][is_action].argmax(-1) == target[active][is_action]).sum()
+        correct = (logits[is_action].argmax(-1) == target[is_action]).sum()
     return LossParts(
-        weighted_ce=(ce * wa).sum(),
-        weight=wa.sum(),
+        weighted_ce=(ce * w).sum(),
+        weight=w.sum(),
         action_ce=ce[is_action].sum().detach(),
         action_count=is_action.sum(),
         action_correct=correct,

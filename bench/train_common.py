@@ -1,0 +1,69 @@
+"""Shared pieces of the training benchmarks: realistic VLA batches and timed training steps."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from emu3_vla.data.sequence import SequenceBuilder, SequenceSpec, collate
+from emu3_vla.loss import weighted_next_token_loss
+from emu3_vla.text_tokenizer import TextTokenizer
+
+
+def vla_batch(layout, batch: int, static: int = 25, wrist: int = 10, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A batch of real-layout windows (2 frames of static + wrist codes, FAST chunks, instruction)."""
+    rng = np.random.default_rng(seed)
+    builder = SequenceBuilder(layout, TextTokenizer.builtin_for(layout), SequenceSpec())
+    seqs = []
+    for _ in range(batch):
+        obs = [
+            {
+                "static": rng.integers(0, layout.codebook_size, (static, static)),
+                "gripper": rng.integers(0, layout.codebook_size, (wrist, wrist)),
+            }
+            for _ in range(2)
+        ]
+        acts = [rng.integers(0, 1024, rng.integers(10, 20)) for _ in range(2)]
+        seqs.append(builder.build("push the sliding door to the left side", obs, acts))
+    return collate(seqs, layout.pad_id)
+
+
+def timed_steps(step_fn, steps: int, warmup: int = 2, sync=lambda: None) -> float:
+    """Seconds per step after warm-up."""
+    for _ in range(warmup):
+        step_fn()
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step_fn()
+    sync()
+    return (time.perf_counter() - t0) / steps
+
+
+def ours_step(model, opt, batch, layout, autocast):
+    def step():
+        with autocast():
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        parts = weighted_next_token_loss(logits, batch["input_ids"], batch["loss_weights"], layout)
+        parts.loss().backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def stock_step(model, opt, batch, autocast):
+    """transformers' own loss (labels=), the unweighted baseline."""
+
+    def step():
+        with autocast():
+            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
