@@ -9,6 +9,10 @@ model once per environment:
    :class:`~emu3_vla.data.sequence.SequenceBuilder` that built the training windows;
 3. the model decodes greedily with a logits mask that allows only the action tokenizer's ids and
    ``[EOA]`` (no string parsing), with a KV cache, all environments in one left-padded batch;
+   ``decoder="static"`` / ``"parallel"`` run the same greedy decoding through
+   :class:`~emu3_vla.inference.FastDecoder` (static cache, fused action head, CUDA graphs, the
+   instruction's keys/values reused across queries; ``"parallel"`` verifies drafted tokens), which
+   yields the same tokens;
 4. the action ids are decoded by the action tokenizer in relaxed mode: a malformed stream still
    yields a finite chunk and is counted, never raised;
 5. actions are un-normalised (inside the tokenizer), clipped to [-1, 1] and the gripper set to
@@ -29,12 +33,14 @@ import torch
 
 from action_tokenizer import binarize_gripper
 from emu3_vla.generation import TokenSetConstraint, decode
+from emu3_vla.inference import FastDecoder
 from emu3_vla.vla import VLAModel
 from policies.base import Observation, get_path
 
 log = logging.getLogger(__name__)
 
 CALVIN_OBS_KEYS = {"static": "rgb_obs.rgb_static", "gripper": "rgb_obs.rgb_gripper"}
+DECODERS = ("plain", "static", "parallel")
 
 
 @dataclasses.dataclass
@@ -68,7 +74,11 @@ class Emu3VLAPolicy:
         obs_keys: Mapping[str, str] | None = None,
         device: str | torch.device = "cpu",
         clip_actions: bool = True,
+        decoder: str = "plain",
+        decoder_options: Mapping[str, Any] | None = None,
     ) -> None:
+        """``decoder``: ``"plain"`` (:func:`~emu3_vla.generation.decode`), ``"static"`` or ``"parallel"``
+        (:class:`~emu3_vla.inference.FastDecoder`, same tokens; ``decoder_options`` go to it)."""
         chunk = vla.spec.chunk
         execute_steps = chunk if execute_steps is None else int(execute_steps)
         if not 1 <= execute_steps <= chunk:
@@ -92,6 +102,15 @@ class Emu3VLAPolicy:
         allowed = range(layout.last_text_id - n_ids + 1, layout.last_text_id + 1)
         self.constraint = TokenSetConstraint(allowed, layout.eoa_id, layout.pad_id, layout.vocab_size, min_new_tokens=1)
         self.max_new_tokens = int(self.tokenizer.max_stream_length()) + 1
+        if decoder not in DECODERS:
+            raise ValueError(f"unknown decoder {decoder!r}; choose one of {DECODERS}")
+        if decoder == "plain" and decoder_options:
+            raise ValueError("decoder_options apply to decoder='static' or 'parallel' only")
+        self.decoder = decoder
+        self._fast = None
+        if decoder != "plain":
+            options = dict(decoder_options or {})
+            self._fast = FastDecoder(vla.bundle.decoder, self.constraint, pad_id=layout.pad_id, mode=decoder, **options)
         self.gripper_dims = tuple(self.tokenizer.gripper_dims())
         self.stats = PolicyStats()
         self._envs: list[_EnvState] = []
@@ -145,13 +164,17 @@ class Emu3VLAPolicy:
             env = self._envs[i]
             history = env.history[-(frames - 1) :] if frames > 1 else []
             prompts.append(self.builder.prompt(env.instruction, history, current).tolist())
-        out = decode(
-            self.vla.bundle.decoder,
-            prompts,
-            self.constraint,
-            pad_id=self.vla.layout.pad_id,
-            max_new_tokens=self.max_new_tokens,
-        )
+        if self._fast is None:
+            out = decode(
+                self.vla.bundle.decoder,
+                prompts,
+                self.constraint,
+                pad_id=self.vla.layout.pad_id,
+                max_new_tokens=self.max_new_tokens,
+            )
+        else:  # [BOS] instruction opens every prompt of an episode: its keys/values are reused
+            prefixes = [len(self.builder.instruction_ids(self._envs[i].instruction)) for i in env_ids]
+            out = self._fast.decode(prompts, max_new_tokens=self.max_new_tokens, prefix_lengths=prefixes)
         streams = [self._fast_ids(out.row(k)) for k in range(len(env_ids))]
         result = self.tokenizer.decode(streams)
         self._count(result, streams)

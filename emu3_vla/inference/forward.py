@@ -1,0 +1,110 @@
+"""One forward pass of the decoder over a static KV cache: tokens at given positions -> head logits.
+
+The cache holds each row's tokens at the slot equal to their position (no left padding: a row's
+first token sits in slot 0), so the only mask any query needs is causal in slot space::
+
+    query at position p of row b may read slot s  <=>  s <= p
+
+Slots above a row's current position may hold stale keys (a rejected draft, a padding token of the
+prefill, an earlier episode): the mask never lets a query see them, and they are overwritten before
+they come into view. That is what makes speculative verification free of rollback and lets prefill
+right-pad rows of different lengths.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import torch
+import torch.nn.functional as F
+
+from emu3_vla.inference.layers import make_layer_functions, rms_norm, sdpa_attention, split_attention
+from emu3_vla.inference.weights import ActionHead, DecoderWeights
+
+log = logging.getLogger(__name__)
+
+
+def _raise_recompile_limit(minimum: int = 64) -> None:
+    """Each (batch bucket, tokens per step) shape is one compiled variant of the same two functions."""
+    import torch._dynamo.config as dynamo_config
+
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(dynamo_config, name) and getattr(dynamo_config, name) < minimum:
+            setattr(dynamo_config, name, minimum)
+
+
+class DecoderForward:
+    """Embedding -> layers over the static cache -> final norm -> logits of the allowed ids only."""
+
+    def __init__(self, weights: DecoderWeights, head: ActionHead, *, max_positions: int) -> None:
+        self.weights = weights
+        self.head = head
+        self.cos, self.sin = weights.rope_tables(max_positions)
+        self._prefill_fns = make_layer_functions(weights.geometry, weights.act, sdpa_attention)
+        self._step_fns: dict[tuple[int, bool], tuple] = {}
+
+    def step_functions(self, splits: int, compiled: bool) -> tuple:
+        """Layer functions for decode / verify steps; ``compiled`` wraps them in ``torch.compile``."""
+        key = (splits, compiled)
+        if key not in self._step_fns:
+            attention = functools.partial(split_attention, splits=splits)
+            fns = make_layer_functions(self.weights.geometry, self.weights.act, attention)
+            if compiled:
+                _raise_recompile_limit()
+                fns = tuple(torch.compile(f, dynamic=False, fullgraph=True) for f in fns)
+            self._step_fns[key] = fns
+        return self._step_fns[key]
+
+    def hidden(
+        self,
+        kv: torch.Tensor,
+        ids: torch.Tensor,
+        positions: torch.Tensor,
+        rows: torch.Tensor,
+        *,
+        key_len: int,
+        step_fns: tuple | None = None,
+    ) -> torch.Tensor:
+        """Run ``ids`` (B, T) at ``positions`` (B, T); write their keys/values into ``kv``.
+
+        ``kv``: (layers, 2, B, kv_heads, capacity, D); ``rows``: (B, 1) row indices; queries read
+        slots ``[0, key_len)``. ``step_fns`` selects the decode kernels (additive-bias split
+        attention); None runs the prefill kernels (SDPA with a boolean mask).
+        """
+        w, g = self.weights, self.weights.geometry
+        x = F.embedding(ids, w.embed)
+        cos, sin = self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)
+        slots = torch.arange(key_len, device=ids.device)
+        visible = (slots.view(1, 1, -1) <= positions.unsqueeze(-1)).repeat(1, g.groups, 1).unsqueeze(1)
+        if step_fns is None:
+            layer_in, layer_out = self._prefill_fns
+            mask = visible
+        else:
+            layer_in, layer_out = step_fns
+            mask = torch.zeros(visible.shape, dtype=torch.float32, device=ids.device).masked_fill_(
+                ~visible, float("-inf")
+            )
+        for i, lw in enumerate(w.layers):
+            q, new_kv = layer_in(x, lw.input_norm, lw.qkv, lw.qkv_bias, cos, sin)
+            layer_kv = kv[i]
+            layer_kv[:, rows, :, positions] = new_kv  # advanced indices first: (B, T, 2, kv_heads, D)
+            x = layer_out(
+                x,
+                q,
+                layer_kv[0, :, :, :key_len],
+                layer_kv[1, :, :, :key_len],
+                mask,
+                lw.o,
+                lw.o_bias,
+                lw.post_norm,
+                lw.gate_up,
+                lw.gate_up_bias,
+                lw.down,
+                lw.down_bias,
+            )
+        return rms_norm(x, w.final_norm, g.eps)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(..., hidden) -> (..., A) float32 logits of the head's ids, as ``lm_head(h).float()`` would give."""
+        return F.linear(hidden, self.head.weight, self.head.bias).float()
