@@ -182,18 +182,24 @@ class RemotePolicy:
         """Send every request, then read every reply (so the server can batch them); retry failures."""
         results: dict[int, np.ndarray] = {}
         failed: dict[int, BaseException] = {}
-        sent = []
-        for i, payload in zip(need, payloads, strict=True):
-            try:
-                self._link(i).send(payload)
-                sent.append(i)
-            except (websockets.ConnectionClosed, OSError) as err:
-                failed[i] = err
-        for i in sent:
-            try:
-                results[i] = self._receive(i)
-            except (websockets.ConnectionClosed, OSError, _Refused) as err:
-                failed[i] = err
+        sent: list[int] = []
+        try:
+            for i, payload in zip(need, payloads, strict=True):
+                try:
+                    self._link(i).send(payload)
+                    sent.append(i)
+                except (websockets.ConnectionClosed, OSError) as err:
+                    failed[i] = err
+            for i in sent:
+                try:
+                    results[i] = self._receive(i)
+                except (websockets.ConnectionClosed, OSError, _Refused) as err:
+                    failed[i] = err
+        except BaseException:
+            for i in sent:  # a reply still in flight would be read as the answer to the next request
+                if i not in results and i not in failed:
+                    self._drop(i)
+            raise
         for i, payload in zip(need, payloads, strict=True):
             if i in failed:
                 results[i] = self._retry(i, payload, failed[i])

@@ -167,7 +167,8 @@ class PolicyServer:
             return connection.respond(http.HTTPStatus.OK, "OK\n")
         if self.config.api_key is not None:
             expected = f"Api-Key {self.config.api_key}".encode()
-            sent = request.headers.get("Authorization", "").encode()
+            values = request.headers.get_all("Authorization")
+            sent = values[0].encode() if len(values) == 1 else b""
             if not hmac.compare_digest(sent, expected):
                 log.warning("refused %s: missing or wrong API key", connection.remote_address)
                 response = connection.respond(

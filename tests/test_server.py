@@ -392,3 +392,16 @@ def test_client_limit_idle_timeout_and_transparent_reconnect(vla):
         assert remote.step(calvin_obs(0), "open the drawer").shape == (7,)
         assert remote.reconnections == 1
         remote.close()
+
+
+def test_remote_policy_survives_a_server_restart(vla):
+    first = ServerThread(PolicyServer(ChunkedPolicy(vla, execute_steps=1), ServerConfig(port=0))).start()
+    port = first.port
+    with RemotePolicy("127.0.0.1", port) as remote:
+        try:
+            assert remote.step(calvin_obs(0), "open the drawer").shape == (7,)
+        finally:
+            first.stop()
+        with ServerThread(PolicyServer(ChunkedPolicy(vla, execute_steps=1), ServerConfig(port=port))):
+            assert remote.step(calvin_obs(1), "open the drawer").shape == (7,)
+        assert remote.reconnections == 1 and remote.requests == 2

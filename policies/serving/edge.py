@@ -61,6 +61,8 @@ class EdgeTokenizer:
     def encode(self, view: str, images: np.ndarray) -> np.ndarray:
         """``(H, W, 3)`` or ``(B, H, W, 3)`` uint8 -> ``(h, w)`` or ``(B, h, w)`` int32 codes."""
         images = np.asarray(images)
+        if not images.flags.writeable:  # decoded files and simulator frames may be read-only; torch wants writable
+            images = images.copy()
         single = images.ndim == 3
         batch = images[None] if single else images
         if batch.ndim != 4 or batch.shape[-1] != 3 or batch.dtype != np.uint8:
