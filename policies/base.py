@@ -2,8 +2,13 @@
 
 A policy maps observations (CALVIN's dict format: ``rgb_obs.rgb_static``, ``rgb_obs.rgb_gripper``,
 ``robot_obs``, ``scene_obs``) and a language instruction to 7-d relative actions. ``act`` is the
-batched form used with several environments at once: row ``i`` always belongs to environment
-``i``, and ``reset(i)`` forgets environment ``i``'s history (a new subtask or episode).
+batched form used with several environments at once: row ``k`` belongs to environment
+``env_ids[k]`` (default ``k``), and ``reset(i)`` forgets environment ``i``'s history (a new subtask
+or episode). ``env_ids`` lets an evaluator query only the environments still running.
+
+Privileged policies (scripted experts) set the class attribute ``needs_info = True``; their
+observations then also carry ``"info"`` (the simulator's ``get_info()``), ``"landmarks"``
+(``get_landmarks()``) and ``"task"`` (the CALVIN name of the current subtask).
 """
 
 from __future__ import annotations
@@ -24,8 +29,19 @@ class Policy(Protocol):
     def step(self, obs: Observation, instruction: str) -> np.ndarray:
         """One action ``(7,)`` for a single environment (index 0)."""
 
-    def act(self, observations: Sequence[Observation], instructions: Sequence[str]) -> np.ndarray:
-        """Actions ``(N, 7)`` for N environments."""
+    def act(
+        self, observations: Sequence[Observation], instructions: Sequence[str], env_ids: Sequence[int] | None = None
+    ) -> np.ndarray:
+        """Actions ``(N, 7)`` for the N environments ``env_ids`` (default ``0..N-1``)."""
+
+
+def resolve_env_ids(n: int, env_ids: Sequence[int] | None) -> list[int]:
+    if env_ids is None:
+        return list(range(n))
+    ids = [int(i) for i in env_ids]
+    if len(ids) != n or len(set(ids)) != n:
+        raise ValueError(f"env_ids must name {n} distinct environments, got {env_ids}")
+    return ids
 
 
 def get_path(obs: Observation, path: str) -> Any:
@@ -54,7 +70,9 @@ class RandomPolicy:
     def step(self, obs: Observation, instruction: str) -> np.ndarray:
         return self.act([obs], [instruction])[0]
 
-    def act(self, observations: Sequence[Observation], instructions: Sequence[str]) -> np.ndarray:
+    def act(
+        self, observations: Sequence[Observation], instructions: Sequence[str], env_ids: Sequence[int] | None = None
+    ) -> np.ndarray:
         actions = self.rng.uniform(-1, 1, (len(observations), self.action_dim))
         actions[:, -1] = np.where(self.rng.random(len(observations)) < 0.5, -1.0, 1.0)
         return actions

@@ -35,7 +35,7 @@ from action_tokenizer import binarize_gripper
 from emu3_vla.generation import TokenSetConstraint, decode
 from emu3_vla.inference import FastDecoder
 from emu3_vla.vla import VLAModel
-from policies.base import Observation, get_path
+from policies.base import Observation, get_path, resolve_env_ids
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ class PolicyStats:
     tokens: int = 0
     malformed: int = 0
     issues: dict[str, int] = dataclasses.field(default_factory=dict)
+    malformed_by_env: dict[int, int] = dataclasses.field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -136,17 +137,20 @@ class Emu3VLAPolicy:
     def step(self, obs: Observation, instruction: str) -> np.ndarray:
         return self.act([obs], [instruction])[0]
 
-    def act(self, observations: Sequence[Observation], instructions: Sequence[str]) -> np.ndarray:
+    def act(
+        self, observations: Sequence[Observation], instructions: Sequence[str], env_ids: Sequence[int] | None = None
+    ) -> np.ndarray:
         if len(observations) != len(instructions):
             raise ValueError(f"{len(observations)} observations but {len(instructions)} instructions")
-        for i, text in enumerate(instructions):
+        ids = resolve_env_ids(len(observations), env_ids)
+        for i, text in zip(ids, instructions, strict=True):
             env = self._env(i)
             if env.instruction != text:  # a new instruction starts a new window
                 self._envs[i] = _EnvState(instruction=text)
-        needs = [i for i in range(len(observations)) if not self._envs[i].queue]
+        needs = [k for k, i in enumerate(ids) if not self._envs[i].queue]
         if needs:
-            self._query(needs, [observations[i] for i in needs])
-        return np.stack([self._envs[i].queue.popleft() for i in range(len(observations))])
+            self._query([ids[k] for k in needs], [observations[k] for k in needs])
+        return np.stack([self._envs[i].queue.popleft() for i in ids])
 
     def encode_observations(self, observations: Sequence[Observation]) -> list[dict[str, np.ndarray]]:
         """Camera views of each observation -> VQ codes per view (one batch per view)."""
@@ -177,7 +181,7 @@ class Emu3VLAPolicy:
             out = self._fast.decode(prompts, max_new_tokens=self.max_new_tokens, prefix_lengths=prefixes)
         streams = [self._fast_ids(out.row(k)) for k in range(len(env_ids))]
         result = self.tokenizer.decode(streams)
-        self._count(result, streams)
+        self._count(result, streams, env_ids)
         actions = result.actions[:, : self.execute_steps]
         if self.clip_actions:
             actions = np.clip(actions, -1.0, 1.0)
@@ -193,9 +197,11 @@ class Emu3VLAPolicy:
         ids = np.asarray([t for t in row if t not in (layout.eoa_id, layout.pad_id)], dtype=np.int64)
         return layout.id_to_fast(ids).tolist() if ids.size else []
 
-    def _count(self, result: Any, streams: list[list[int]]) -> None:
+    def _count(self, result: Any, streams: list[list[int]], env_ids: list[int]) -> None:
         self.stats.queries += len(streams)
         self.stats.tokens += sum(len(s) for s in streams)
         self.stats.malformed += int(result.num_malformed)
+        for i, bad in zip(env_ids, result.malformed, strict=True):
+            self.stats.malformed_by_env[i] = self.stats.malformed_by_env.get(i, 0) + int(bad)
         for kind, flags in result.issues.items():
             self.stats.issues[kind] = self.stats.issues.get(kind, 0) + int(np.sum(flags))
