@@ -62,8 +62,9 @@ def tiny_checkpoint(folder: Path) -> Path:
 class ServerProcess:
     """``python -m policies.server`` on a free loopback port; its output is drained in a thread."""
 
-    def __init__(self, checkpoint: Path, device: str, threads: int | None, max_batch: int) -> None:
+    def __init__(self, checkpoint: Path, device: str, threads: int | None, max_batch: int, decoder: str) -> None:
         command = [sys.executable, "-m", "policies.server", "--checkpoint", str(checkpoint), "--port", "0"]
+        command += ["--decoder", decoder]
         command += ["--device", device, "--max-batch", str(max_batch), "--idle-timeout", "0"]
         if threads:
             command += ["--threads", str(threads)]
@@ -193,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, help="a VLA checkpoint (default: a tiny random one)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--decoder", default="plain", choices=["plain", "static", "parallel"], help="server decoder")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--requests", type=int, default=10, help="at most this many requests per client")
     parser.add_argument("--seconds", type=float, default=20.0, help="no new requests after this long")
@@ -214,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                 edge.encode(view, frame[view])
         client_vq_ms = (time.perf_counter() - started) * 1e3 / len(frames)
 
-        server = ServerProcess(checkpoint, args.device, args.threads or None, max(args.clients))
+        server = ServerProcess(checkpoint, args.device, args.threads or None, max(args.clients), args.decoder)
         try:
             with connect(f"ws://127.0.0.1:{server.port}", compression=None, max_size=None, proxy=None) as ws:
                 meta = unpackb(ws.recv(timeout=60))
@@ -233,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sizes = {mode: len(messages[0]) for mode, messages in modes.items()}
     print(
-        f"checkpoint: {args.checkpoint or 'tiny random VLA'} on {args.device}; server torch threads: "
+        f"checkpoint: {args.checkpoint or 'tiny random VLA'} on {args.device}, {args.decoder} decoder; server threads: "
         f"{args.threads or 'default'}; up to {args.requests} requests/client, {args.seconds:g} s/scenario"
     )
     print(

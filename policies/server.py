@@ -44,6 +44,7 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from emu3_vla import __version__
+from policies.emu3_policy import DECODERS
 from policies.serving.batcher import BatchWorker
 from policies.serving.chunks import ChunkedPolicy
 from policies.serving.protocol import Limits, RequestError, RequestFormat
@@ -377,6 +378,13 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="decoder dtype")
     p.add_argument("--execute-steps", type=int, default=None, help="actions per reply (default: the chunk length)")
     p.add_argument(
+        "--decoder",
+        choices=DECODERS,
+        default="plain",
+        help="decoding engine: plain (generation.decode) or the FastDecoder's static / parallel modes, which "
+        "yield the same tokens faster (default: %(default)s)",
+    )
+    p.add_argument(
         "--api-key",
         default=None,
         help=f"require 'Authorization: Api-Key <key>' (default: the {API_KEY_ENV} environment variable, if set)",
@@ -411,7 +419,14 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     )
 
 
-def load_policy(checkpoint: Path, *, device: str = "cpu", dtype: str | None = None, execute_steps: int | None = None):
+def load_policy(
+    checkpoint: Path,
+    *,
+    device: str = "cpu",
+    dtype: str | None = None,
+    execute_steps: int | None = None,
+    decoder: str = "plain",
+) -> ChunkedPolicy:
     import torch
 
     from emu3_vla.vla import VLAModel
@@ -419,7 +434,7 @@ def load_policy(checkpoint: Path, *, device: str = "cpu", dtype: str | None = No
     if not checkpoint.is_dir():
         raise FileNotFoundError(f"checkpoint folder {checkpoint} does not exist")
     vla = VLAModel.load(checkpoint, device=device, dtype=getattr(torch, dtype) if dtype else None)
-    return ChunkedPolicy(vla, execute_steps=execute_steps, device=device)
+    return ChunkedPolicy(vla, execute_steps=execute_steps, device=device, decoder=decoder)
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -428,7 +443,9 @@ def run_serve(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     config = config_from_args(args)
-    policy = load_policy(args.checkpoint, device=args.device, dtype=args.dtype, execute_steps=args.execute_steps)
+    policy = load_policy(
+        args.checkpoint, device=args.device, dtype=args.dtype, execute_steps=args.execute_steps, decoder=args.decoder
+    )
     server = PolicyServer(policy, config)
 
     async def main() -> None:

@@ -134,6 +134,19 @@ def test_served_policy_gives_exactly_the_local_actions(served, vla):
         assert remote.requests == local.stats.queries == 3 + 2 + 3  # one request per model query
 
 
+def test_the_fast_decoder_serves_the_local_policys_actions(vla):
+    local = Emu3VLAPolicy(vla, execute_steps=4)
+    policy = ChunkedPolicy(vla, execute_steps=4, decoder="static")
+    with (
+        ServerThread(PolicyServer(policy, ServerConfig(port=0))) as thread,
+        RemotePolicy("127.0.0.1", thread.port) as remote,
+    ):
+        for t in range(10):
+            text = "open the drawer" if t < 6 else "turn on the led"
+            obs = calvin_obs(700 + t)
+            np.testing.assert_array_equal(remote.step(obs, text), local.step(obs, text))
+
+
 def test_remote_act_batches_environments_like_the_local_policy(served, vla):
     local = Emu3VLAPolicy(vla, execute_steps=4)
     instructions = ["open the drawer", "turn on the led", "lift the red block"]
