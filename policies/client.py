@@ -34,7 +34,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.frames import CloseCode
 from websockets.sync.client import ClientConnection, connect
 
-from policies.base import Observation, get_path
+from policies.base import Observation, get_path, resolve_env_ids
 from policies.emu3_policy import CALVIN_OBS_KEYS
 from policies.serving.edge import EdgeTokenizer
 from policies.wire import WireError, packb, unpackb
@@ -118,20 +118,25 @@ class RemotePolicy:
     def step(self, obs: Observation, instruction: str) -> np.ndarray:
         return self.act([obs], [instruction])[0]
 
-    def act(self, observations: Sequence[Observation], instructions: Sequence[str]) -> np.ndarray:
+    def act(
+        self, observations: Sequence[Observation], instructions: Sequence[str], env_ids: Sequence[int] | None = None
+    ) -> np.ndarray:
+        """Actions ``(N, D)``; row ``k`` belongs to environment ``env_ids[k]`` (default ``k``)."""
         if len(observations) != len(instructions):
             raise ValueError(f"{len(observations)} observations but {len(instructions)} instructions")
-        for i, text in enumerate(instructions):
+        ids = resolve_env_ids(len(observations), env_ids)
+        for i, text in zip(ids, instructions, strict=True):
             self._env(i)
             if self._instructions[i] != text:  # a new instruction starts a new window (server does the same)
                 self._chunks[i].clear()
                 self._instructions[i] = text
-        need = [i for i in range(len(observations)) if not self._chunks[i]]
-        if need:
-            payloads = self._payloads(need, observations, instructions)
+        rows = [k for k, i in enumerate(ids) if not self._chunks[i]]
+        if rows:
+            need = [ids[k] for k in rows]
+            payloads = self._payloads(need, [observations[k] for k in rows], [instructions[k] for k in rows])
             for i, actions in zip(need, self._exchange_all(need, payloads), strict=True):
                 self._chunks[i].extend(actions)
-        return np.stack([self._chunks[i].popleft() for i in range(len(observations))])
+        return np.stack([self._chunks[i].popleft() for i in ids])
 
     def close(self) -> None:
         for i, link in enumerate(self._links):
@@ -156,13 +161,14 @@ class RemotePolicy:
     def _payloads(
         self, need: list[int], observations: Sequence[Observation], instructions: Sequence[str]
     ) -> list[bytes]:
+        """One request per environment ``need[k]``, from ``observations[k]`` and ``instructions[k]``."""
         from emu3_vla.vision import resize_images
 
-        messages: list[dict[str, Any]] = [{"prompt": instructions[i]} for i in need]
+        messages: list[dict[str, Any]] = [{"prompt": text} for text in instructions]
         for view, info in self._metadata["views"].items():
             if view not in self.obs_keys:
                 raise ValueError(f"the server needs camera view {view!r}; pass obs_keys={{{view!r}: 'path.in.obs'}}")
-            images = [_writable(get_path(observations[i], self.obs_keys[view])) for i in need]
+            images = [_writable(get_path(obs, self.obs_keys[view])) for obs in observations]
             for message, image in zip(messages, images, strict=True):
                 if self.tokenizer is not None:
                     message[info["tokens_key"]] = self.tokenizer.encode(view, image)
@@ -170,10 +176,10 @@ class RemotePolicy:
                     message[info["image_key"]] = resize_images(image[None], *info["image_size"])[0].numpy()
                 else:
                     message[info["image_key"]] = image
-        for message, i in zip(messages, need, strict=True):
+        for message, i, obs in zip(messages, need, observations, strict=True):
             if self.state_key:
                 with contextlib.suppress(KeyError):  # the model ignores the state; send it when there is one
-                    message[self._metadata["state_key"]] = np.asarray(get_path(observations[i], self.state_key))
+                    message[self._metadata["state_key"]] = np.asarray(get_path(obs, self.state_key))
             if self._pending_reset[i]:
                 message["reset"] = True
         return [packb(m) for m in messages]

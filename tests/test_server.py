@@ -155,6 +155,14 @@ def test_remote_act_batches_environments_like_the_local_policy(served, vla):
             obs = [calvin_obs(50 * e + step) for e in range(3)]
             np.testing.assert_allclose(remote.act(obs, instructions), local.act(obs, instructions), atol=1e-6)
         assert remote.requests == 6
+        # environment 1 has finished: the evaluator keeps querying 0 and 2 only
+        for step in range(5, 9):
+            obs = [calvin_obs(50 * e + step) for e in (2, 0)]
+            texts = [instructions[2], instructions[0]]
+            np.testing.assert_allclose(remote.act(obs, texts, [2, 0]), local.act(obs, texts, [2, 0]), atol=1e-6)
+        assert remote.requests == 6 + 2
+        with pytest.raises(ValueError, match="distinct"):
+            remote.act(obs, texts, [0, 0])
 
 
 def test_token_mode_skips_the_servers_vq_and_matches_pixels(vla, tmp_path):
