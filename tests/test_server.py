@@ -426,3 +426,16 @@ def test_remote_policy_survives_a_server_restart(vla):
         with ServerThread(PolicyServer(ChunkedPolicy(vla, execute_steps=1), ServerConfig(port=port))):
             assert remote.step(calvin_obs(1), "open the drawer").shape == (7,)
         assert remote.reconnections == 1 and remote.requests == 2
+
+
+def test_openpi_client_talks_to_the_server(served, vla):
+    """openpi-client is not a dependency: this runs where it is installed (`pip install openpi-client`)."""
+    websocket_client_policy = pytest.importorskip("openpi_client.websocket_client_policy")
+    client = websocket_client_policy.WebsocketClientPolicy(host="127.0.0.1", port=served.port, api_key=API_KEY)
+    assert client.get_server_metadata()["action_horizon"] == 4
+    local = Emu3VLAPolicy(vla, execute_steps=4)
+    reply = client.infer(pixel_request(11))
+    expected = [local.step(calvin_obs(11), "open the drawer") for _ in range(4)]
+    np.testing.assert_array_equal(reply["actions"], np.stack(expected))
+    with pytest.raises(RuntimeError, match="missing camera view"):
+        client.infer({"prompt": "open the drawer"})
