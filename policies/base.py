@@ -58,11 +58,19 @@ def get_path(obs: Observation, path: str) -> Any:
 
 
 class RandomPolicy:
-    """Uniform random relative actions with a random ±1 gripper: the floor of every benchmark."""
+    """Uniform random relative actions with a random ±1 gripper: the floor of every benchmark.
+
+    Each environment draws from its own generator, reseeded per chain by evaluators
+    (:meth:`reseed`), so a chain's actions do not depend on which other chains ran beside it.
+    """
 
     def __init__(self, seed: int = 0, action_dim: int = 7) -> None:
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
         self.action_dim = action_dim
+        self._rngs: dict[int, np.random.Generator] = {}
+
+    def reseed(self, env_index: int, seed: int) -> None:
+        self._rngs[env_index] = np.random.default_rng(seed)
 
     def reset(self, env_index: int | None = None) -> None:
         return None
@@ -73,6 +81,9 @@ class RandomPolicy:
     def act(
         self, observations: Sequence[Observation], instructions: Sequence[str], env_ids: Sequence[int] | None = None
     ) -> np.ndarray:
-        actions = self.rng.uniform(-1, 1, (len(observations), self.action_dim))
-        actions[:, -1] = np.where(self.rng.random(len(observations)) < 0.5, -1.0, 1.0)
-        return actions
+        out = np.empty((len(observations), self.action_dim))
+        for row, i in enumerate(resolve_env_ids(len(observations), env_ids)):
+            rng = self._rngs.setdefault(i, np.random.default_rng([self.seed, i]))
+            out[row] = rng.uniform(-1, 1, self.action_dim)
+            out[row, -1] = 1.0 if rng.random() < 0.5 else -1.0
+        return out

@@ -1,0 +1,113 @@
+"""``emu3-vla eval calvin | tasks | merge``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+POLICY_HELP = "a VLA checkpoint folder, 'expert', 'random' or remote://host:port (default: expert)"
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--policy", "--checkpoint", dest="policy", default="expert", help=POLICY_HELP)
+    p.add_argument("--out", type=Path, required=True, help="output folder (rerun with it to resume)")
+    p.add_argument(
+        "--backend",
+        default="playtable",
+        choices=["playtable", "calvin"],
+        help="simulator: playtable (ships with emu3-vla) or calvin (the real calvin_env, installed separately)",
+    )
+    p.add_argument("--calvin-dataset", help="CALVIN dataset split folder (backend calvin)")
+    p.add_argument("--variant", default="D", choices=list("ABCD"), help="playtable scene variant (default D)")
+    p.add_argument("--envs", type=int, default=1, help="environments stepped together per process (batched policy)")
+    p.add_argument("--workers", type=int, default=1, help="processes, each with its own environments and policy")
+    p.add_argument("--shard", default=None, help="evaluate part i of n of the chains: i/n (merge afterwards)")
+    p.add_argument("--seed", type=int, default=0, help="offsets every chain's scene seed (0 = CALVIN's seeds)")
+    p.add_argument("--videos", type=int, default=0, help="record mp4s of the first N chains")
+    p.add_argument("--ep-len", type=int, default=360, help="steps per subtask (CALVIN: 360)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--execute-steps", type=int, default=None, help="actions executed per model query (<= chunk)")
+    p.add_argument("--decoder", default=None, help="VLA decoding backend (see emu3_vla.inference)")
+    p.add_argument("--wandb", default="disabled", choices=["disabled", "offline", "online"])
+    p.add_argument("--no-progress", action="store_true")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="CALVIN long-horizon evaluation, the single-task suite, or merging shards",
+        description="Evaluate a policy with CALVIN's protocol (1,000 standard chains of 5 subtasks, 360 steps "
+        "each) or on every task separately. Results: results.json, a PNG plot, chains*.jsonl (resume log) and "
+        "optional mp4s in --out.",
+    )
+    modes = p.add_subparsers(dest="mode", metavar="MODE", required=True)
+    chains = modes.add_parser("calvin", help="long-horizon chains: SR@1..5 and average length")
+    _common(chains)
+    chains.add_argument("--chains", type=int, default=1000, help="first N of CALVIN's 1,000 standard chains")
+    chains.set_defaults(func=run_chains)
+    tasks = modes.add_parser("tasks", help="single-task suite: each task from N start states")
+    _common(tasks)
+    tasks.add_argument("--per-task", type=int, default=10, help="start states per task")
+    tasks.add_argument("--tasks", nargs="*", default=None, help="restrict to these tasks")
+    tasks.set_defaults(func=run_tasks)
+    merge = modes.add_parser("merge", help="merge the shards in a folder into results.json")
+    merge.add_argument("folder", type=Path)
+    merge.add_argument("--chains", type=int, default=1000)
+    merge.set_defaults(func=run_merge)
+
+
+def _settings(args: argparse.Namespace):
+    from eval.evaluate import EvalSettings
+
+    return EvalSettings(
+        policy=args.policy,
+        out=args.out,
+        backend=args.backend,
+        variant=args.variant,
+        calvin_dataset=args.calvin_dataset,
+        num_envs=args.envs,
+        workers=args.workers,
+        seed=args.seed,
+        videos=args.videos,
+        ep_len=args.ep_len,
+        device=args.device,
+        execute_steps=args.execute_steps,
+        decoder=args.decoder,
+        progress=not args.no_progress,
+        wandb_mode=args.wandb,
+    )
+
+
+def run_chains(args: argparse.Namespace) -> int:
+    from eval.evaluate import evaluate_chains
+    from eval.results import format_summary, parse_shard
+
+    m = evaluate_chains(_settings(args), num_chains=args.chains, shard=parse_shard(args.shard))
+    print(format_summary(m))
+    print(f"wrote {args.out / 'results.json'}, {args.out / 'success_by_position.png'}")
+    return 0
+
+
+def run_tasks(args: argparse.Namespace) -> int:
+    from eval.evaluate import evaluate_tasks
+    from eval.results import parse_shard
+
+    m = evaluate_tasks(_settings(args), tasks=args.tasks, per_task=args.per_task, shard=parse_shard(args.shard))
+    print(f"{'task':28s} {'success':>8s} {'reached':>8s}")
+    for task, e in m["per_task"].items():
+        print(f"{task:28s} {100 * e['success_rate']:7.0f}% {e['reached']:8d}")
+    print(f"mean SR@1 over {m['tasks']} tasks: {100 * m['sr@1']:.1f}%  (malformed decodes {m['malformed_decodes']})")
+    print(f"wrote {args.out / 'results.json'}, {args.out / 'success_per_task.png'}")
+    return 0
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    from eval.evaluate import EvalSettings, finalize
+
+    if not args.folder.is_dir():
+        raise FileNotFoundError(f"{args.folder} does not exist")
+    settings = EvalSettings(policy="merged", out=args.folder, progress=False)
+    m = finalize(settings, range(args.chains), kind="chains")
+    print(json.dumps({k: m[k] for k in ("chains", "complete", "avg_len", "sr@1", "sr@5")}, indent=2))
+    return 0

@@ -1,0 +1,44 @@
+"""Plots of evaluation results (PNG, matplotlib's Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+
+def success_by_position(metrics: dict[str, Any], out: str | Path, title: str = "") -> Path:
+    """SR@1..5: the share of chains that completed at least i subtasks."""
+    n = len(metrics["by_position"])
+    values = [100 * metrics[f"sr@{i}"] for i in range(1, n + 1)]
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    bars = ax.bar(range(1, n + 1), values, color="#3b7dd8")
+    ax.bar_label(bars, fmt="%.0f%%")
+    ax.set_xlabel("subtasks completed in a row (chain position)")
+    ax.set_ylabel("chains (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title(title or f"avg len {metrics['avg_len']:.2f} over {metrics['chains']} chains")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return Path(out)
+
+
+def success_per_task(per_task: dict[str, dict[str, float]], out: str | Path, title: str = "") -> Path:
+    names = sorted(per_task)
+    rates = [100 * per_task[t]["success_rate"] for t in names]
+    fig, ax = plt.subplots(figsize=(7, 0.22 * len(names) + 1.2))
+    ax.barh(range(len(names)), rates, color=["#2e9e4f" if r >= 60 else "#d8843b" for r in rates])
+    ax.set_yticks(range(len(names)), labels=names, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("success (%)")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return Path(out)
