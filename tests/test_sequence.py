@@ -122,3 +122,12 @@ def test_weighted_loss_equals_hand_computation():
                 n_act += 1
     assert parts.loss().item() == pytest.approx(total / wsum, rel=1e-5)
     assert parts.action_ce.item() == pytest.approx(act, rel=1e-5) and int(parts.action_count) == n_act == 6
+
+
+def test_blind_ablation_keeps_the_layout_and_drops_the_pixels():
+    seeing = SequenceBuilder(LAYOUT, TEXT).build("x", OBS, ACTIONS)
+    blind = SequenceBuilder(LAYOUT, TEXT, SequenceSpec(blind=True)).build("x", OBS, ACTIONS)
+    assert len(blind) == len(seeing) and np.array_equal(blind.loss_weights, seeing.loss_weights)
+    visual = LAYOUT.is_visual_id(blind.input_ids)
+    assert set(blind.input_ids[visual].tolist()) == {LAYOUT.code_to_id(0)}
+    assert np.array_equal(blind.input_ids[~visual], seeing.input_ids[~visual])

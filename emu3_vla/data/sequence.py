@@ -52,6 +52,7 @@ class SequenceSpec:
     vision_weight: float = 0.5
     action_weight: float = 1.0
     with_eol: bool = True
+    blind: bool = False  # ablation: every code replaced by code 0 (same layout, no visual information)
     max_instruction_tokens: int = 48
     max_length: int | None = None
 
@@ -111,10 +112,12 @@ class SequenceBuilder:
         missing = [v for v in self.spec.views if v not in codes_by_view]
         if missing:
             raise KeyError(f"codes for views {missing} are missing; got {sorted(codes_by_view)}")
-        blocks = [
-            vision_block(np.asarray(codes_by_view[v]), self.layout, self.text, with_eol=self.spec.with_eol)
-            for v in self.spec.views
-        ]
+        blocks = []
+        for v in self.spec.views:
+            codes = np.asarray(codes_by_view[v])
+            if self.spec.blind:
+                codes = np.zeros_like(codes)
+            blocks.append(vision_block(codes, self.layout, self.text, with_eol=self.spec.with_eol))
         return np.concatenate(blocks)
 
     def action_ids(self, fast_ids: Sequence[int] | np.ndarray, *, closed: bool = True) -> np.ndarray:

@@ -74,6 +74,7 @@ def sequence_spec(cfg: DictConfig, mapping: DataMapping, chunk: int, max_length:
         action_weight=float(cfg.loss.action_weight),
         with_eol=bool(cfg.sequence.with_eol),
         max_instruction_tokens=int(cfg.sequence.max_instruction_tokens),
+        blind=bool(cfg.sequence.get("blind", False)),
         max_length=max_length,
     )
 
