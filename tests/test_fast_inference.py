@@ -165,12 +165,24 @@ def test_steps_never_read_device_values_on_the_host(models):
     fast = FastDecoder(models[0], action_constraint(LAYOUT), pad_id=LAYOUT.pad_id, mode="parallel", draft_tokens=3)
     fast.decode([[LAYOUT.bos_id, 4, 5, LAYOUT.boa_id]], max_new_tokens=4)
     buffers = DecodeBuffers.allocate(fast.forward, 2, 64, 3)
-    fns = fast.forward.step_functions(1, compiled=False)
+    fns = fast.forward.step_functions(1, backend=None)
     for step in (sequential_step, verify_step):
         with OpRecorder() as recorder:
             step(buffers, fast.forward, fast.rule, fns)
         assert "aten::mm" in recorder.ops or "aten::addmm" in recorder.ops  # the recorder saw the step's ops
         assert not SYNCING_OPS & set(recorder.ops), SYNCING_OPS & set(recorder.ops)
+
+
+def test_step_layers_trace_as_whole_graphs(models, builder):
+    """torch.compile(fullgraph=True) of the step layers (aot_eager: tracing without code generation)
+    succeeds and computes the same tokens: what the CUDA path compiles with Inductor."""
+    prompts, prefixes = policy_prompts(builder, 2, 4)
+    constraint = action_constraint(LAYOUT)
+    ref = decode(models[0], prompts, constraint, pad_id=LAYOUT.pad_id, max_new_tokens=8)
+    for mode in ("static", "parallel"):
+        fast = FastDecoder(models[0], constraint, pad_id=LAYOUT.pad_id, mode=mode, compile="aot_eager")
+        assert_same(fast.decode(prompts, max_new_tokens=8, prefix_lengths=prefixes), ref)
+        assert fast.compile_error is None and fast._sessions[2].compiled
 
 
 # ------------------------------------------------------------------------- drafting

@@ -83,8 +83,9 @@ class FastDecoder:
         mode: ``"static"`` (one token per step) or ``"parallel"`` (draft-and-verify, same tokens).
         draft_tokens: drafts verified per parallel step (the step feeds ``draft_tokens + 1`` tokens).
         cuda_graphs: capture steps as CUDA graphs (default: on CUDA).
-        compile: ``torch.compile`` the layer functions inside the graphs (default: on CUDA); on
-            failure the decoder logs why and keeps the eager layers (``compile_error``).
+        compile: ``torch.compile`` the layer functions inside the graphs (default: on CUDA); True
+            means Inductor, a string names another backend (``"aot_eager"`` traces without code
+            generation). On failure the decoder logs why and keeps the eager layers (``compile_error``).
         share_weights: point the model's q/k/v and gate/up parameters at the fused tensors instead
             of keeping a copy (saves 14 GB for emu3-8b; the model computes the same values).
         prefix_cache_size: prompt prefixes whose keys/values are kept (0 disables reuse).
@@ -99,7 +100,7 @@ class FastDecoder:
         mode: str = "static",
         draft_tokens: int = 7,
         cuda_graphs: bool | None = None,
-        compile: bool | None = None,
+        compile: bool | str | None = None,
         share_weights: bool = False,
         prefix_cache_size: int = 32,
     ) -> None:
@@ -121,7 +122,8 @@ class FastDecoder:
         self.pad_id = int(pad_id)
         self.draft = draft_tokens if mode == "parallel" else 0
         self.cuda_graphs = on_cuda if cuda_graphs is None else bool(cuda_graphs)
-        self.compile = on_cuda if compile is None else bool(compile)
+        compile = on_cuda if compile is None else compile
+        self.compile_backend: str | None = ("inductor" if compile is True else compile) or None
         self.compile_error: str | None = None
         self.constraint = constraint
 
@@ -219,22 +221,22 @@ class FastDecoder:
         capacity = min(_round_up(need, 256 if self.cuda_graphs else 64), self._positions)
         buffers = DecodeBuffers.allocate(self.forward, bucket, capacity, max(self.draft, 1))
         splits = capacity // 256 if self.device.type == "cuda" and capacity % 256 == 0 else 1
-        compiled = self.compile and self.compile_error is None
+        backend = self.compile_backend if self.compile_error is None else None
         try:
-            step = self._make_step(buffers, splits, compiled)
+            step = self._make_step(buffers, splits, backend)
         except Exception as error:  # any compile or capture failure: fall back to the eager layers
-            if not compiled:
+            if backend is None:
                 raise
             self.compile_error = f"{type(error).__name__}: {error}"
             log.warning("torch.compile of the decode layers failed, using eager layers: %s", self.compile_error)
-            compiled = False
-            step = self._make_step(buffers, splits, compiled)
-        session = _Session(buffers, step, compiled)
+            backend = None
+            step = self._make_step(buffers, splits, backend)
+        session = _Session(buffers, step, backend is not None)
         self._sessions[bucket] = session
         return session
 
-    def _make_step(self, buffers: DecodeBuffers, splits: int, compiled: bool):
-        step_fns = self.forward.step_functions(splits, compiled)
+    def _make_step(self, buffers: DecodeBuffers, splits: int, backend: str | None):
+        step_fns = self.forward.step_functions(splits, backend)
         kind = verify_step if self.mode == "parallel" else sequential_step
         step = functools.partial(kind, buffers, self.forward, self.rule, step_fns)
         if not self.cuda_graphs:
@@ -266,10 +268,10 @@ class FastDecoder:
         positions = (start_t[:, None] + torch.arange(width)[None, :]).to(device)
         lengths = torch.tensor([len(p) for p in prompts], dtype=torch.long, device=device)
         last = torch.tensor([len(r) - 1 for r in rests], dtype=torch.long, device=device)
+        # keys read by the prefill, padded to a multiple of 8 so fused attention kernels take the mask as is
+        key_len = min(_round_up(int(start_t.max()) + width, 8), buf.capacity)
 
-        hidden = self.forward.hidden(
-            buf.kv[:, :, :rows], ids.to(device), positions, buf.rows[:rows], key_len=int(start_t.max()) + width
-        )
+        hidden = self.forward.hidden(buf.kv[:, :, :rows], ids.to(device), positions, buf.rows[:rows], key_len=key_len)
         final = hidden[torch.arange(rows, device=device), last][:, None]  # (rows, 1, hidden)
         first = self.rule.pick(self.forward.logits(final), torch.zeros_like(last)[:, None])[:, 0]
 

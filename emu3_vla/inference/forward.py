@@ -19,14 +19,14 @@ import logging
 import torch
 import torch.nn.functional as F
 
-from emu3_vla.inference.layers import make_layer_functions, rms_norm, sdpa_attention, split_attention
+from emu3_vla.inference.layers import LayerFunctions, make_layer_functions, sdpa_attention, split_attention
 from emu3_vla.inference.weights import ActionHead, DecoderWeights
 
 log = logging.getLogger(__name__)
 
 
 def _raise_recompile_limit(minimum: int = 64) -> None:
-    """Each (batch bucket, tokens per step) shape is one compiled variant of the same two functions."""
+    """Each (batch bucket, tokens per step) shape is one compiled variant of the same three functions."""
     import torch._dynamo.config as dynamo_config
 
     for name in ("recompile_limit", "cache_size_limit"):
@@ -42,17 +42,17 @@ class DecoderForward:
         self.head = head
         self.cos, self.sin = weights.rope_tables(max_positions)
         self._prefill_fns = make_layer_functions(weights.geometry, weights.act, sdpa_attention)
-        self._step_fns: dict[tuple[int, bool], tuple] = {}
+        self._step_fns: dict[tuple[int, str | None], LayerFunctions] = {}
 
-    def step_functions(self, splits: int, compiled: bool) -> tuple:
-        """Layer functions for decode / verify steps; ``compiled`` wraps them in ``torch.compile``."""
-        key = (splits, compiled)
+    def step_functions(self, splits: int, backend: str | None) -> LayerFunctions:
+        """Layer functions for decode / verify steps, compiled with ``torch.compile(backend=...)`` unless None."""
+        key = (splits, backend)
         if key not in self._step_fns:
             attention = functools.partial(split_attention, splits=splits)
             fns = make_layer_functions(self.weights.geometry, self.weights.act, attention)
-            if compiled:
+            if backend is not None:
                 _raise_recompile_limit()
-                fns = tuple(torch.compile(f, dynamic=False, fullgraph=True) for f in fns)
+                fns = LayerFunctions(*(torch.compile(f, backend=backend, dynamic=False, fullgraph=True) for f in fns))
             self._step_fns[key] = fns
         return self._step_fns[key]
 
@@ -64,7 +64,7 @@ class DecoderForward:
         rows: torch.Tensor,
         *,
         key_len: int,
-        step_fns: tuple | None = None,
+        step_fns: LayerFunctions | None = None,
     ) -> torch.Tensor:
         """Run ``ids`` (B, T) at ``positions`` (B, T); write their keys/values into ``kv``.
 
@@ -78,18 +78,19 @@ class DecoderForward:
         slots = torch.arange(key_len, device=ids.device)
         visible = (slots.view(1, 1, -1) <= positions.unsqueeze(-1)).repeat(1, g.groups, 1).unsqueeze(1)
         if step_fns is None:
-            layer_in, layer_out = self._prefill_fns
+            fns = self._prefill_fns
             mask = visible
         else:
-            layer_in, layer_out = step_fns
+            fns = step_fns
             mask = torch.zeros(visible.shape, dtype=torch.float32, device=ids.device).masked_fill_(
                 ~visible, float("-inf")
             )
+        delta = None
         for i, lw in enumerate(w.layers):
-            q, new_kv = layer_in(x, lw.input_norm, lw.qkv, lw.qkv_bias, cos, sin)
+            x, q, new_kv = fns.layer_in(x, delta, lw.input_norm, lw.qkv, lw.qkv_bias, cos, sin)
             layer_kv = kv[i]
             layer_kv[:, rows, :, positions] = new_kv  # advanced indices first: (B, T, 2, kv_heads, D)
-            x = layer_out(
+            x, delta = fns.layer_out(
                 x,
                 q,
                 layer_kv[0, :, :, :key_len],
@@ -103,7 +104,7 @@ class DecoderForward:
                 lw.down,
                 lw.down_bias,
             )
-        return rms_norm(x, w.final_norm, g.eps)
+        return fns.final(x, delta, w.final_norm)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(..., hidden) -> (..., A) float32 logits of the head's ids, as ``lm_head(h).float()`` would give."""

@@ -2,9 +2,9 @@
 
 A layer is split where the KV cache is written::
 
-    layer_in : x -> RMSNorm -> fused qkv product -> RoPE -> (grouped queries, new keys/values)
+    layer_in : x (+ previous MLP output) -> RMSNorm -> fused qkv product -> RoPE -> (queries, new keys/values)
     (the caller writes the new keys/values into the static cache at each row's positions)
-    layer_out: attention over the cache -> o_proj + residual -> RMSNorm -> gate_up -> act * up -> down + residual
+    layer_out: attention over the cache -> o_proj + residual -> RMSNorm -> gate_up -> act * up -> down
 
 Both take only tensors (the weights are arguments, not attributes), so one ``torch.compile`` of each
 serves all layers, and the cache write stays an eager in-place ``index_put_`` that a CUDA graph
@@ -24,6 +24,7 @@ and each key/value head is read once. Two attention kernels, one function:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -66,12 +67,26 @@ def split_attention(
     return parts.float().sum(dim=2).to(values.dtype)
 
 
-def make_layer_functions(geometry: Geometry, act: Callable, attention: Callable):
-    """``(layer_in, layer_out)`` closed over the shapes; ``attention(q, keys, values, mask, scale)``."""
+class LayerFunctions(NamedTuple):
+    layer_in: Callable
+    layer_out: Callable
+    final: Callable
+
+
+def make_layer_functions(geometry: Geometry, act: Callable, attention: Callable) -> LayerFunctions:
+    """The layer math closed over the shapes; ``attention(q, keys, values, mask, scale)``.
+
+    Each layer's closing residual add is deferred to the next layer's input (``delta``), where a
+    compiler fuses it into the RMSNorm instead of spending a kernel on it; ``final`` adds the last
+    one and applies the final norm.
+    """
     g = geometry
 
-    def layer_in(x, norm, qkv, qkv_bias, cos, sin):
-        """x (B, T, hidden); cos/sin (B, 1, T, D) -> q (B, kv_heads, G*T, D), kv (B, T, 2, kv_heads, D)."""
+    def layer_in(x, delta, norm, qkv, qkv_bias, cos, sin):
+        """x, delta (B, T, hidden); cos/sin (B, 1, T, D) -> x + delta, q (B, kv_heads, G*T, D),
+        new keys/values (B, T, 2, kv_heads, D)."""
+        if delta is not None:
+            x = x + delta
         batch, length, _ = x.shape
         fused = F.linear(rms_norm(x, norm, g.eps), qkv, qkv_bias)
         q, k, v = fused.split((g.q_size, g.kv_size, g.kv_size), dim=-1)
@@ -79,14 +94,18 @@ def make_layer_functions(geometry: Geometry, act: Callable, attention: Callable)
         k = rotate(k.view(batch, length, g.kv_heads, g.head_dim).transpose(1, 2), cos, sin)
         v = v.view(batch, length, g.kv_heads, g.head_dim)
         q = q.reshape(batch, g.kv_heads, g.groups * length, g.head_dim)
-        return q, torch.stack((k.transpose(1, 2), v), dim=2)
+        return x, q, torch.stack((k.transpose(1, 2), v), dim=2)
 
     def layer_out(x, q, keys, values, mask, o, o_bias, norm, gate_up, gate_up_bias, down, down_bias):
+        """-> (x after attention, the MLP's output still to be added)."""
         batch, length, _ = x.shape
         a = attention(q, keys, values, mask, g.scale)
         a = a.reshape(batch, g.heads, length, g.head_dim).transpose(1, 2).reshape(batch, length, g.q_size)
         x = x + F.linear(a, o, o_bias)
         gate, up = F.linear(rms_norm(x, norm, g.eps), gate_up, gate_up_bias).chunk(2, dim=-1)
-        return x + F.linear(act(gate) * up, down, down_bias)
+        return x, F.linear(act(gate) * up, down, down_bias)
 
-    return layer_in, layer_out
+    def final(x, delta, norm):
+        return rms_norm(x + delta, norm, g.eps)
+
+    return LayerFunctions(layer_in, layer_out, final)

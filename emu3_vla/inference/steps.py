@@ -24,6 +24,7 @@ import torch
 
 from emu3_vla.inference.drafting import lookup_drafts
 from emu3_vla.inference.forward import DecoderForward
+from emu3_vla.inference.layers import LayerFunctions
 
 
 @dataclasses.dataclass
@@ -125,7 +126,7 @@ def _commit(buf: DecodeBuffers, rule: GreedyRule, preds: torch.Tensor, drafts: t
     buf.all_done.copy_(buf.done.all())
 
 
-def sequential_step(buf: DecodeBuffers, forward: DecoderForward, rule: GreedyRule, step_fns: tuple) -> None:
+def sequential_step(buf: DecodeBuffers, forward: DecoderForward, rule: GreedyRule, step_fns: LayerFunctions) -> None:
     """Feed each row's latest token, append the greedy next token."""
     positions = buf.pos[:, None]
     ids = buf.tokens.gather(1, positions)
@@ -134,7 +135,7 @@ def sequential_step(buf: DecodeBuffers, forward: DecoderForward, rule: GreedyRul
     _commit(buf, rule, preds, None)
 
 
-def verify_step(buf: DecodeBuffers, forward: DecoderForward, rule: GreedyRule, step_fns: tuple) -> None:
+def verify_step(buf: DecodeBuffers, forward: DecoderForward, rule: GreedyRule, step_fns: LayerFunctions) -> None:
     """Draft ``k`` tokens, verify them in one pass, keep the greedy prefix (1 to ``k + 1`` tokens)."""
     drafts, _ = lookup_drafts(buf.tokens, buf.pos, buf.guesses)
     draft_slots = (buf.pos[:, None] + buf.offsets[1:]).clamp(max=buf.capacity - 1)
