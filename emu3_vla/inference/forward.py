@@ -85,7 +85,7 @@ class DecoderForward:
             mask = torch.zeros(visible.shape, dtype=torch.float32, device=ids.device).masked_fill_(
                 ~visible, float("-inf")
             )
-        delta = None
+        delta = torch.zeros_like(x)  # a tensor, not None: one compiled variant serves every layer
         for i, lw in enumerate(w.layers):
             x, q, new_kv = fns.layer_in(x, delta, lw.input_norm, lw.qkv, lw.qkv_bias, cos, sin)
             layer_kv = kv[i]

@@ -85,8 +85,7 @@ def make_layer_functions(geometry: Geometry, act: Callable, attention: Callable)
     def layer_in(x, delta, norm, qkv, qkv_bias, cos, sin):
         """x, delta (B, T, hidden); cos/sin (B, 1, T, D) -> x + delta, q (B, kv_heads, G*T, D),
         new keys/values (B, T, 2, kv_heads, D)."""
-        if delta is not None:
-            x = x + delta
+        x = x + delta
         batch, length, _ = x.shape
         fused = F.linear(rms_norm(x, norm, g.eps), qkv, qkv_bias)
         q, k, v = fused.split((g.q_size, g.kv_size, g.kv_size), dim=-1)
