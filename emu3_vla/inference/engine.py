@@ -89,6 +89,10 @@ class FastDecoder:
         share_weights: point the model's q/k/v and gate/up parameters at the fused tensors instead
             of keeping a copy (saves 14 GB for emu3-8b; the model computes the same values).
         prefix_cache_size: prompt prefixes whose keys/values are kept (0 disables reuse).
+
+    The decoder works on a snapshot of the weights (the head rows and, unless shared, the fused
+    matrices are copies; cached prefixes hold keys/values of these weights): build a new one after
+    the model's weights change, e.g. for each evaluation during training.
     """
 
     def __init__(
