@@ -136,6 +136,27 @@ def test_longer_prompts_grow_the_session_and_stay_exact(models, builder):
     assert fast._sessions[2].buffers.capacity >= max(map(len, long)) + 12 + 3
 
 
+def test_batch_buckets_pad_with_rows_that_are_born_done(models, builder):
+    """3 environments run in the graphs of 4 (as on CUDA): the extra row changes nothing."""
+    model, constraint = models[0], action_constraint(LAYOUT)
+    fast = FastDecoder(model, constraint, pad_id=LAYOUT.pad_id, mode="parallel", batch_buckets=True)
+    for batch in (3, 1, 4):
+        prompts, prefixes = policy_prompts(builder, batch, batch)
+        ref = decode(model, prompts, constraint, pad_id=LAYOUT.pad_id, max_new_tokens=10)
+        assert_same(fast.decode(prompts, max_new_tokens=10, prefix_lengths=prefixes), ref)
+    assert sorted(fast._sessions) == [1, 4] and fast.stats.bucket == 4
+
+
+@pytest.mark.parametrize("mode", ["static", "parallel"])
+def test_a_single_new_token_comes_from_the_prefill(models, mode):
+    prompts = [[LAYOUT.bos_id, 3, 4, LAYOUT.boa_id], [LAYOUT.bos_id, LAYOUT.boa_id]]
+    constraint = action_constraint(LAYOUT)
+    ref = decode(models[1], prompts, constraint, pad_id=LAYOUT.pad_id, max_new_tokens=1)
+    fast = FastDecoder(models[1], constraint, pad_id=LAYOUT.pad_id, mode=mode)
+    assert_same(fast.decode(prompts, max_new_tokens=1), ref)
+    assert fast.stats.decode_forwards == 0
+
+
 def test_other_token_sets_work_too(models):
     """Nothing is specific to actions: text ids + [EOS] with min_new_tokens, batch of mixed lengths."""
     constraint = text_constraint(LAYOUT, TextTokenizer.builtin_for(LAYOUT), min_new_tokens=3)

@@ -89,6 +89,8 @@ class FastDecoder:
         share_weights: point the model's q/k/v and gate/up parameters at the fused tensors instead
             of keeping a copy (saves 14 GB for emu3-8b; the model computes the same values).
         prefix_cache_size: prompt prefixes whose keys/values are kept (0 disables reuse).
+        batch_buckets: round the batch up to a power of two (extra rows are born done), so a few
+            captured graphs serve every number of environments (default: with CUDA graphs).
 
     The decoder works on a snapshot of the weights (the head rows and, unless shared, the fused
     matrices are copies; cached prefixes hold keys/values of these weights): build a new one after
@@ -107,6 +109,7 @@ class FastDecoder:
         compile: bool | str | None = None,
         share_weights: bool = False,
         prefix_cache_size: int = 32,
+        batch_buckets: bool | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown decoding mode {mode!r}; choose one of {MODES}")
@@ -126,6 +129,7 @@ class FastDecoder:
         self.pad_id = int(pad_id)
         self.draft = draft_tokens if mode == "parallel" else 0
         self.cuda_graphs = on_cuda if cuda_graphs is None else bool(cuda_graphs)
+        self.batch_buckets = self.cuda_graphs if batch_buckets is None else bool(batch_buckets)
         compile = on_cuda if compile is None else compile
         self.compile_backend: str | None = ("inductor" if compile is True else compile) or None
         self.compile_error: str | None = None
@@ -215,7 +219,7 @@ class FastDecoder:
         return int(max_new)
 
     def _bucket(self, rows: int) -> int:
-        return 1 << (rows - 1).bit_length() if self.cuda_graphs else rows
+        return 1 << (rows - 1).bit_length() if self.batch_buckets else rows
 
     def _session(self, bucket: int, need: int) -> _Session:
         session = self._sessions.get(bucket)
