@@ -20,6 +20,7 @@ owns its pybullet client and every call names it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,6 +32,7 @@ from envs.calvin_states import DEFAULT_SCENE_OBS, NEUTRAL_ROBOT_OBS, canonical_s
 from envs.playtable.cameras import (
     GRIPPER_CAMERA,
     STATIC_CAMERA,
+    CameraSpec,
     Renderer,
     gripper_view_matrix,
     static_view_matrix,
@@ -63,6 +65,9 @@ class PlayTableEnv:
         use_target_pose: CALVIN's relative-action semantics (deltas add up on a target pose); see
             :mod:`envs.playtable.robot`.
         detailed_visuals: draw the Panda with its detailed meshes (slower TinyRenderer frames).
+        camera_sizes: square image sizes per camera, ``{"static": 128, "gripper": 64}`` (either key may
+            be left out); default CALVIN's 200 and 84. Rendering smaller frames directly is cheaper
+            than rendering CALVIN's and resizing, which matters when collecting data on a CPU.
     """
 
     def __init__(
@@ -73,9 +78,11 @@ class PlayTableEnv:
         lazy_images: bool = True,
         use_target_pose: bool = True,
         detailed_visuals: bool = False,
+        camera_sizes: Mapping[str, int] | None = None,
     ) -> None:
         if action_mode not in ACTION_MODES:
             raise ValueError(f"unknown action_mode {action_mode!r}; choose one of {ACTION_MODES}")
+        self.cameras = _camera_specs(camera_sizes)
         self.layout: SceneLayout = get_layout(variant)
         self.action_mode = action_mode
         self.lazy_images = lazy_images
@@ -219,9 +226,11 @@ class PlayTableEnv:
         frame = self._frames.get(name)
         if frame is None:
             if name == "rgb_static":
-                frame = self.renderer.render(STATIC_CAMERA, static_view_matrix())
+                frame = self.renderer.render(self.cameras["rgb_static"], static_view_matrix())
             elif name == "rgb_gripper":
-                frame = self.renderer.render(GRIPPER_CAMERA, gripper_view_matrix(*self.robot.camera_pose()))
+                frame = self.renderer.render(
+                    self.cameras["rgb_gripper"], gripper_view_matrix(*self.robot.camera_pose())
+                )
             else:
                 raise KeyError(f"unknown camera {name!r}; PlayTable has {CAMERAS}")
             frame.setflags(write=False)
@@ -251,6 +260,21 @@ class PlayTableEnv:
     def __del__(self) -> None:
         with contextlib.suppress(Exception):  # interpreter shutdown may have torn pybullet down
             self.close()
+
+
+def _camera_specs(sizes: Mapping[str, int] | None) -> dict[str, CameraSpec]:
+    """Camera specs with the requested square sizes (CALVIN's 200 / 84 where none is given)."""
+    sizes = dict(sizes or {})
+    unknown = sorted(set(sizes) - {"static", "gripper"})
+    if unknown:
+        raise ValueError(f"camera_sizes has unknown cameras {unknown}; PlayTable's are 'static' and 'gripper'")
+    specs = {"rgb_static": STATIC_CAMERA, "rgb_gripper": GRIPPER_CAMERA}
+    for short, size in sizes.items():
+        if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or not 8 <= size <= 1024:
+            raise ValueError(f"camera_sizes[{short!r}] must be an integer between 8 and 1024 pixels, got {size!r}")
+        name = f"rgb_{short}"
+        specs[name] = dataclasses.replace(specs[name], width=int(size), height=int(size))
+    return specs
 
 
 def _checked_vector(value: Any, size: int, what: str) -> np.ndarray:

@@ -1,0 +1,165 @@
+"""Running a scripted expert through a :class:`~eval.collect_jobs.Job` in one PlayTable environment.
+
+The loop is CALVIN's evaluation loop for one chain, with recording: reset once from the job's
+symbolic state, then per subtask reset the expert, step until the oracle reports success (at most
+``max_steps``), and stop the job at the first failure. The observation handed to the expert carries
+the privileged keys (``info``, ``landmarks``, ``task``) that ``needs_info`` policies get.
+
+A subtask's episode does not end at the very step of success: the expert finishes its motion
+(letting go, backing off) and the episode ends when it holds still, or ``tail_steps`` after
+success at the latest, so that demonstrations neither stop mid-gesture nor idle.
+
+Only recorded steps are rendered (images are lazy), and not at all with ``record_frames=False``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from envs import PlayTableEnv, TaskOracle
+from eval.collect_jobs import Job
+from policies.experts import ScriptedExpert
+
+EP_LEN = 360  # CALVIN's steps per subtask
+TAIL_STEPS = 60  # at most this many steps after success while the expert finishes its motion
+# A reset puts a block in the drawer a millimetre above its floor; it touches the floor (which the
+# lift_<block>_drawer check requires at the subtask's start) only after falling for a few steps.
+SETTLE_STEPS = 8
+HOLD_STILL = np.array([0, 0, 0, 0, 0, 0, 1.0])
+
+
+@dataclass
+class Episode:
+    """One recorded subtask: per step the observation before the action and the action taken."""
+
+    task: str
+    static: np.ndarray | None  # (T, H, W, 3) uint8
+    gripper: np.ndarray | None  # (T, h, w, 3) uint8
+    robot_obs: np.ndarray  # (T, 15)
+    scene_obs: np.ndarray  # (T, 24)
+    actions: np.ndarray  # (T, 7) relative actions as sent to the environment
+    abs_actions: np.ndarray  # (T, 7) the target pose after each action (CALVIN's absolute actions)
+    success_step: int  # steps until the oracle reported success
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+
+@dataclass
+class SubtaskOutcome:
+    task: str
+    success: bool
+    steps: int  # steps until success (or until giving up)
+    episode: Episode | None = None  # set when the subtask succeeded and was to be recorded
+
+
+@dataclass
+class JobResult:
+    job: Job
+    outcomes: list[SubtaskOutcome] = field(default_factory=list)
+    env_steps: int = 0
+    seconds: float = 0.0
+
+    @property
+    def episodes(self) -> list[Episode]:
+        return [o.episode for o in self.outcomes if o.episode is not None]
+
+
+class _Recorder:
+    def __init__(self, frames: bool) -> None:
+        self.frames = frames
+        self.static: list[np.ndarray] = []
+        self.gripper: list[np.ndarray] = []
+        self.robot_obs: list[np.ndarray] = []
+        self.scene_obs: list[np.ndarray] = []
+        self.actions: list[np.ndarray] = []
+        self.abs_actions: list[np.ndarray] = []
+
+    def before(self, obs: dict[str, Any], action: np.ndarray) -> None:
+        if self.frames:
+            self.static.append(np.array(obs["rgb_obs"]["rgb_static"]))
+            self.gripper.append(np.array(obs["rgb_obs"]["rgb_gripper"]))
+        self.robot_obs.append(np.asarray(obs["robot_obs"], dtype=np.float64))
+        self.scene_obs.append(np.asarray(obs["scene_obs"], dtype=np.float64))
+        self.actions.append(np.asarray(action, dtype=np.float64))
+
+    def after(self, info: dict[str, Any], action: np.ndarray) -> None:
+        robot = info["robot_info"]
+        self.abs_actions.append(
+            np.concatenate([robot["target_pos"], robot["target_orn"], [1.0 if action[6] >= 0 else -1.0]])
+        )
+
+    def episode(self, task: str, success_step: int) -> Episode:
+        return Episode(
+            task=task,
+            static=np.stack(self.static) if self.frames else None,
+            gripper=np.stack(self.gripper) if self.frames else None,
+            robot_obs=np.stack(self.robot_obs),
+            scene_obs=np.stack(self.scene_obs),
+            actions=np.stack(self.actions),
+            abs_actions=np.stack(self.abs_actions),
+            success_step=success_step,
+        )
+
+
+def run_job(
+    env: PlayTableEnv,
+    expert: ScriptedExpert,
+    job: Job,
+    oracle: TaskOracle,
+    *,
+    record_frames: bool = True,
+    max_steps: int = EP_LEN,
+    tail_steps: int = TAIL_STEPS,
+    finish_last: bool = True,
+) -> JobResult:
+    """Run ``job`` with the expert as environment 0; record the wanted subtasks that succeed.
+
+    ``finish_last=False`` stops the last subtask at success (benchmarks need no tail).
+    """
+    started = time.perf_counter()
+    result = JobResult(job=job)
+    obs = env.reset(job.state, seed=job.scene_seed)
+    if "drawer" in job.state.values():
+        for _ in range(SETTLE_STEPS):
+            obs, *_ = env.step(HOLD_STILL)
+    info = env.get_info()
+    expert.reseed(0, job.expert_seed)
+    for position, task in enumerate(job.tasks):
+        expert.reset(0)
+        start_info = info
+        wanted = job.record[position]
+        recorder = _Recorder(record_frames) if wanted else None
+        tail = tail_steps if (finish_last or position + 1 < len(job.tasks)) else 0
+        success_step: int | None = None
+        steps = 0
+        while True:
+            observation = {**obs, "info": info, "landmarks": env.get_landmarks(), "task": task}
+            action = expert.step(observation)
+            if recorder is not None:
+                recorder.before(obs, action)
+            obs, _, _, info = env.step(action)
+            steps += 1
+            if recorder is not None:
+                recorder.after(info, action)
+            if success_step is None:
+                if oracle.success(task, start_info, info):
+                    success_step = steps
+                    if tail == 0:
+                        break
+                elif steps >= max_steps:
+                    break
+            elif expert.is_done(0) or steps - success_step >= tail:
+                break
+        result.env_steps += steps
+        success = success_step is not None
+        episode = recorder.episode(task, success_step) if (recorder is not None and success) else None
+        result.outcomes.append(SubtaskOutcome(task, success, success_step or steps, episode))
+        if not success:
+            break
+    result.seconds = time.perf_counter() - started
+    return result

@@ -1,0 +1,144 @@
+"""ScriptedExpert: privileged waypoint experts for the 34 CALVIN tasks behind the Policy protocol.
+
+The expert acts through the same 7-d relative action interface a learned policy uses; what makes
+it an expert is what it sees: with ``needs_info = True`` an evaluator adds the simulator's info
+dict, the furniture landmarks and the current subtask's name to each observation (see
+:mod:`policies.base`). For each environment index it keeps one plan (:mod:`policies.experts.plans`)
+and one motion controller (:mod:`policies.experts.motion`); ``reset(i)`` starts a new subtask and
+the plan is built on the first step after it, from the scene as it is then.
+
+Diversity for demonstrations comes from a per-environment random generator: waypoints and speeds
+are jittered (``randomize``), and ``noise`` adds smooth (low-pass filtered) Gaussian noise to the
+motion part of moving actions; the gripper command is never noisy. Seed it per episode with
+:meth:`ScriptedExpert.reseed`, so that an episode is a function of its seed whatever else runs.
+Once a plan is finished the expert holds still with a constant gripper command.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from policies.base import resolve_env_ids
+from policies.experts.motion import MotionController, Move, Segment
+from policies.experts.plans import Plan, PlanContext, make_plan
+from policies.experts.scene import SceneView
+
+NOISE_SMOOTHING = 0.8  # AR(1) coefficient: noise keeps its direction for a few steps
+MAX_SEGMENTS_PER_STEP = 32  # zero-length segments a plan may yield in a row (guards against loops)
+
+
+@dataclass
+class _EnvState:
+    rng: np.random.Generator
+    task: str | None = None
+    plan: Plan | None = None
+    context: PlanContext | None = None
+    controller: MotionController = field(default_factory=MotionController)
+    segment: Segment | None = None
+    done: bool = False
+    steps: int = 0
+    noise: np.ndarray = field(default_factory=lambda: np.zeros(6))
+
+
+class ScriptedExpert:
+    """Waypoint experts for all 34 CALVIN tasks (see :data:`policies.experts.EXPERT_TASKS`).
+
+    Args:
+        seed: base seed; environment ``i`` draws from ``default_rng([seed, i])`` until :meth:`reseed`.
+        randomize: jitter waypoints, speeds, turn angles and gripper waits (diverse demonstrations);
+            off gives one canonical demonstration per scene.
+        noise: standard deviation (in action units) of the smooth noise added to moving actions.
+    """
+
+    needs_info = True
+
+    def __init__(self, seed: int = 0, randomize: bool = True, noise: float = 0.0) -> None:
+        if noise < 0:
+            raise ValueError(f"noise must be >= 0, got {noise}")
+        self.seed = seed
+        self.randomize = randomize
+        self.noise = float(noise)
+        self._envs: dict[int, _EnvState] = {}
+
+    # --- Policy protocol ---------------------------------------------------------------------
+
+    def reseed(self, env_index: int, seed: int) -> None:
+        """Draw environment ``env_index``'s randomisation from ``seed`` from now on (and start afresh)."""
+        self._envs[env_index] = _EnvState(rng=np.random.default_rng(seed))
+
+    def reset(self, env_index: int | None = None) -> None:
+        """Start a new subtask: the plan is rebuilt on the next step (the random stream continues)."""
+        indices = list(self._envs) if env_index is None else [env_index]
+        for index in indices:
+            state = self._state(index)
+            self._envs[index] = _EnvState(rng=state.rng)
+
+    def step(self, obs: Mapping[str, Any], instruction: str = "") -> np.ndarray:
+        return self.act([obs], [instruction])[0]
+
+    def act(
+        self,
+        observations: Sequence[Mapping[str, Any]],
+        instructions: Sequence[str] | None = None,
+        env_ids: Sequence[int] | None = None,
+    ) -> np.ndarray:
+        ids = resolve_env_ids(len(observations), env_ids)
+        return np.stack([self._act_one(index, obs) for index, obs in zip(ids, observations, strict=True)])
+
+    # --- introspection -----------------------------------------------------------------------
+
+    def is_done(self, env_index: int = 0) -> bool:
+        """Whether environment ``env_index``'s plan has finished (the expert now holds still)."""
+        state = self._envs.get(env_index)
+        return bool(state and state.done)
+
+    def current_segment(self, env_index: int = 0) -> Segment | None:
+        state = self._envs.get(env_index)
+        return state.segment if state else None
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _state(self, index: int) -> _EnvState:
+        if index not in self._envs:
+            self._envs[index] = _EnvState(rng=np.random.default_rng([self.seed, index]))
+        return self._envs[index]
+
+    def _act_one(self, index: int, obs: Mapping[str, Any]) -> np.ndarray:
+        view = SceneView(obs)
+        state = self._state(index)
+        if state.plan is None or state.task != view.task:
+            gripper = float(view.info["robot_info"]["gripper_action"])
+            state.task = view.task
+            state.controller = MotionController(gripper=gripper)
+            state.context = PlanContext(view=view, rng=state.rng, randomize=self.randomize)
+            state.plan = make_plan(view.task, state.context)
+            state.segment, state.done = None, False
+        state.context.view = view
+        state.steps += 1
+        if state.done:
+            return state.controller.hold_action()
+        for _ in range(MAX_SEGMENTS_PER_STEP):
+            if state.segment is None:
+                state.segment = next(state.plan, None)
+                if state.segment is None:
+                    state.done = True
+                    return state.controller.hold_action()
+                state.controller.start(state.segment)
+            action = state.controller.step(view)
+            if action is not None:
+                return self._with_noise(state, action)
+            state.segment = None
+        return state.controller.hold_action()
+
+    def _with_noise(self, state: _EnvState, action: np.ndarray) -> np.ndarray:
+        if self.noise <= 0 or not isinstance(state.segment, Move):
+            return action
+        innovation = state.rng.normal(0.0, self.noise, 6) * np.sqrt(1 - NOISE_SMOOTHING**2)
+        state.noise = NOISE_SMOOTHING * state.noise + innovation
+        noisy = action.copy()
+        noisy[:6] = np.clip(action[:6] + state.noise, -1.0, 1.0)
+        return noisy
