@@ -20,9 +20,9 @@ def make_policy(
 
         return RandomPolicy(seed=seed)
     if spec == "expert":
-        from policies.experts import make_expert_policy
+        from policies.experts import ScriptedExpert
 
-        return make_expert_policy(seed=seed)
+        return ScriptedExpert(seed=seed)
     if spec.startswith("remote://"):
         from policies.client import policy_from_uri
 

@@ -139,3 +139,12 @@ def test_action_chunks_pad_by_repeating_the_last_action():
     a = np.arange(5, dtype=np.float32)[:, None]
     chunks = action_chunks(a, chunk=3, stride=2)
     assert chunks[:, :, 0].tolist() == [[0, 1, 2], [2, 3, 4], [4, 4, 4]]
+
+
+def test_fast_fit_reads_a_lerobot_folder(lerobot_root, tmp_path):
+    from action_tokenizer import load_action_tokenizer
+    from emu3_vla.cli import main
+
+    assert main(["fast", "fit", "--data", str(lerobot_root), "--out", str(tmp_path / "fast"), "--horizon", "5"]) == 0
+    tok = load_action_tokenizer(tmp_path / "fast")
+    assert tok.time_horizon == 5 and tok.action_dim == 7
