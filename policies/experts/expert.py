@@ -9,7 +9,9 @@ the plan is built on the first step after it, from the scene as it is then.
 
 Diversity for demonstrations comes from a per-environment random generator: waypoints and speeds
 are jittered (``randomize``), and ``noise`` adds smooth (low-pass filtered) Gaussian noise to the
-motion part of moving actions; the gripper command is never noisy. Seed it per episode with
+motion part of actions while the arm moves through free space (approaches, retreats); contact
+moves (grasping, pushing, sliding, pressing) and the gripper command are never noisy, and the noise
+fades as a move slows down onto its waypoint, so the expert visibly recovers from it. Seed it per episode with
 :meth:`ScriptedExpert.reseed`, so that an episode is a function of its seed whatever else runs.
 Once a plan is finished the expert holds still with a constant gripper command.
 """
@@ -28,6 +30,7 @@ from policies.experts.plans import Plan, PlanContext, make_plan
 from policies.experts.scene import SceneView
 
 NOISE_SMOOTHING = 0.8  # AR(1) coefficient: noise keeps its direction for a few steps
+NOISE_FULL_SPEED = 0.5  # action units: moves at least this fast get the full noise
 MAX_SEGMENTS_PER_STEP = 32  # zero-length segments a plan may yield in a row (guards against loops)
 
 
@@ -135,10 +138,13 @@ class ScriptedExpert:
         return state.controller.hold_action()
 
     def _with_noise(self, state: _EnvState, action: np.ndarray) -> np.ndarray:
-        if self.noise <= 0 or not isinstance(state.segment, Move):
+        if self.noise <= 0 or not isinstance(state.segment, Move) or not state.segment.free:
             return action
         innovation = state.rng.normal(0.0, self.noise, 6) * np.sqrt(1 - NOISE_SMOOTHING**2)
         state.noise = NOISE_SMOOTHING * state.noise + innovation
+        # Noise in proportion to the speed: none while the expert stops on a waypoint, grasps or
+        # presses, so perturbed moves still end exactly where they should.
+        scale = min(1.0, float(np.linalg.norm(action[:3])) / NOISE_FULL_SPEED)
         noisy = action.copy()
-        noisy[:6] = np.clip(action[:6] + state.noise, -1.0, 1.0)
+        noisy[:6] = np.clip(action[:6] + scale * state.noise, -1.0, 1.0)
         return noisy

@@ -45,6 +45,7 @@ class Move:
     tol: float = 0.01  # metres between tcp and waypoint that count as arrived
     yaw_tol: float = 0.08
     yaw_speed: float = 0.6  # cruise turn rate in action units (0.6 = 0.03 rad per step)
+    free: bool = False  # a move through free space (no contact): demonstrations may perturb it
     label: str = ""
 
     def __post_init__(self) -> None:
@@ -134,7 +135,9 @@ class MotionController:
         speed = min(cruise, math.sqrt(2 * ACCEL * distance), distance, float(np.linalg.norm(self._velocity)) + ACCEL)
         velocity = delta / distance * speed if distance > 0 else np.zeros(3)
         # Yaw: the same profile, in radians.
-        yaw_cruise = move.yaw_speed * ORIENTATION_SCALE
+        # A turn that would outlast the translation speeds up (up to a full unit) to end with it.
+        steps_left = max(distance / cruise, 1.0) if cruise > 0 else 1.0
+        yaw_cruise = min(max(move.yaw_speed * ORIENTATION_SCALE, abs(yaw_delta) / steps_left), ORIENTATION_SCALE)
         rate = min(
             yaw_cruise, math.sqrt(2 * YAW_ACCEL * abs(yaw_delta)), abs(yaw_delta), abs(self._yaw_rate) + YAW_ACCEL
         )

@@ -40,6 +40,7 @@ from policies.experts.scene import (
     SceneView,
 )
 
+TRANSIT = 0.7  # cruise speed through free space, in action units (1.4 cm per step; the arm lags ~1 cm)
 SAFE_Z = 0.58  # tcp height for moving about above the desk (blocks, stacks and handles stay below)
 CABINET_Z = 0.555  # tcp height inside the compartments (the top shelf starts at 0.60 at the back)
 IN_FRONT_OF_CABINET_Y = -0.06  # where the tcp lines up before entering or after leaving a compartment
@@ -87,13 +88,19 @@ def clear_up(ctx: PlanContext, z: float = SAFE_Z) -> Plan:
     here = ctx.view.target
     if ctx.view.in_cabinet(here):
         if here[2] < CABINET_Z - 0.01:
-            yield Move(_xyz(here[0], here[1], CABINET_Z), speed=ctx.speed(0.4), tol=0.02, label="rise in cabinet")
+            yield Move(
+                _xyz(here[0], here[1], CABINET_Z), speed=ctx.speed(0.4), tol=0.02, free=True, label="rise in cabinet"
+            )
         yield Move(
-            _xyz(here[0], IN_FRONT_OF_CABINET_Y, CABINET_Z), speed=ctx.speed(0.5), tol=0.02, label="leave cabinet"
+            _xyz(here[0], IN_FRONT_OF_CABINET_Y, CABINET_Z),
+            speed=ctx.speed(0.5),
+            tol=0.02,
+            free=True,
+            label="leave cabinet",
         )
         here = ctx.view.target
     if here[2] < z - 0.015:
-        yield Move(_xyz(here[0], here[1], z), speed=ctx.speed(0.5), tol=0.025, label="rise")
+        yield Move(_xyz(here[0], here[1], z), speed=ctx.speed(TRANSIT), tol=0.025, free=True, label="rise")
 
 
 def travel_above(ctx: PlanContext, xy: np.ndarray, z: float, yaw: float | None) -> Plan:
@@ -102,8 +109,8 @@ def travel_above(ctx: PlanContext, xy: np.ndarray, z: float, yaw: float | None) 
     goal = _xyz(xy[0], xy[1], z)
     if ctx.view.in_cabinet(goal):
         front = _xyz(xy[0], IN_FRONT_OF_CABINET_Y, z)
-        yield Move(front, yaw, speed=ctx.speed(0.5), tol=0.02, label="in front of cabinet")
-    yield Move(goal, yaw, speed=ctx.speed(0.5), tol=0.012, label="above")
+        yield Move(front, yaw, speed=ctx.speed(TRANSIT), tol=0.02, free=True, label="in front of cabinet")
+    yield Move(goal, yaw, speed=ctx.speed(TRANSIT), tol=0.012, free=True, label="above")
 
 
 def set_gripper(value: float) -> Plan:
@@ -173,9 +180,10 @@ def lift(ctx: PlanContext, color: str) -> Plan:
     yield Move(_xyz(target[0], target[1], block.pos[2] + rise), speed=ctx.speed(0.4), tol=0.015, label="lift")
 
 
-def carry_yaw(ctx: PlanContext, along: float) -> float:
-    """Gripper yaw that lays a held bar along the angle ``along`` (a held bar lies along the gripper's yaw)."""
-    return equivalent_near(along, ctx.view.target_yaw, math.pi)
+def carry_yaw(along: float) -> float:
+    """Gripper yaw that lays a held bar along the angle ``along`` (a held bar lies along the gripper's yaw),
+    of the two choices the one nearer the wrist's neutral angle."""
+    return equivalent_near(along, HOME_YAW, math.pi)
 
 
 def release(ctx: PlanContext, spot: np.ndarray, block_z: float, yaw: float, travel_z: float) -> Plan:
@@ -190,7 +198,7 @@ def release(ctx: PlanContext, spot: np.ndarray, block_z: float, yaw: float, trav
     yield Move(down, yaw, speed=ctx.speed(0.35), tol=0.006, label="set down")
     yield Grip(1.0, ctx.wait(6), label="open")
     rise_to = min(down[2] + 0.07, CABINET_Z) if view.in_cabinet(down) else down[2] + 0.07
-    yield Move(_xyz(down[0], down[1], rise_to), speed=ctx.speed(0.4), tol=0.02, label="rise")
+    yield Move(_xyz(down[0], down[1], rise_to), speed=ctx.speed(0.4), tol=0.02, free=True, label="rise")
 
 
 def place_in_slider(ctx: PlanContext) -> Plan:
@@ -203,7 +211,7 @@ def place_in_slider(ctx: PlanContext) -> Plan:
     candidates = [_xyz(x, SHELF_PLACE_Y, SHELF_Z) for x in np.linspace(lo + 0.07, hi - 0.07, 9)]
     spot = roomiest(candidates, inside, _xyz((lo + hi) / 2, SHELF_PLACE_Y, SHELF_Z))
     spot = spot + _xyz(ctx.jitter(0.015), ctx.jitter(0.005), 0.0)
-    yield from release(ctx, spot, SHELF_Z + BLOCK_HALF_HEIGHT, carry_yaw(ctx, HOME_YAW), CABINET_Z)
+    yield from release(ctx, spot, SHELF_Z + BLOCK_HALF_HEIGHT, carry_yaw(HOME_YAW), CABINET_Z)
 
 
 def place_in_drawer(ctx: PlanContext) -> Plan:
@@ -219,7 +227,7 @@ def place_in_drawer(ctx: PlanContext) -> Plan:
     candidates = [_xyz(x, y, floor[2]) for x in np.linspace(lo + 0.07, hi - 0.07, 9)]
     spot = roomiest(candidates, inside, _xyz(floor[0], y, floor[2]))
     spot = spot + _xyz(ctx.jitter(0.02), ctx.jitter(0.01), 0.0)
-    yield from release(ctx, spot, floor[2] + BLOCK_HALF_HEIGHT + 0.004, carry_yaw(ctx, HOME_YAW), SAFE_Z)
+    yield from release(ctx, spot, floor[2] + BLOCK_HALF_HEIGHT + 0.004, carry_yaw(HOME_YAW), SAFE_Z)
 
 
 def stack_block(ctx: PlanContext) -> Plan:
@@ -232,7 +240,7 @@ def stack_block(ctx: PlanContext) -> Plan:
         return
     base = min(bases, key=lambda b: float(np.linalg.norm(b.pos[:2] - held.pos[:2])))
     spot = base.pos + _xyz(ctx.jitter(0.004), ctx.jitter(0.004), 0.0)
-    yaw = carry_yaw(ctx, base.yaw + ctx.jitter(0.1))
+    yaw = carry_yaw(base.yaw + ctx.jitter(0.1))
     yield from release(ctx, spot, base.pos[2] + 2 * BLOCK_HALF_HEIGHT, yaw, SAFE_Z)
 
 
@@ -282,7 +290,7 @@ def rotate(ctx: PlanContext, color: str, direction: str) -> Plan:
     yield Move(raised, yaw + turn, speed=0.3, yaw_speed=ctx.speed(0.9), tol=0.01, yaw_tol=0.06, label="turn")
     yield Move(where + _xyz(0, 0, 0.003), yaw + turn, speed=ctx.speed(0.3), tol=0.006, label="set down")
     yield Grip(1.0, ctx.wait(6), label="open")
-    yield Move(where + _xyz(0, 0, 0.07), speed=ctx.speed(0.4), tol=0.02, label="rise")
+    yield Move(where + _xyz(0, 0, 0.07), speed=ctx.speed(0.4), tol=0.02, free=True, label="rise")
 
 
 def push_block(ctx: PlanContext, block: Block, goal: np.ndarray, speed: float = 0.35) -> Plan:
@@ -307,7 +315,7 @@ def push_block(ctx: PlanContext, block: Block, goal: np.ndarray, speed: float = 
     yield Move(end, yaw, speed=ctx.speed(speed), tol=0.012, label="push")
     back = end - _xyz(*(direction * 0.02), 0.0)
     yield Move(back + _xyz(0, 0, 0.01), yaw, speed=ctx.speed(0.3), tol=0.015, label="back off")
-    yield Move(back + _xyz(0, 0, 0.08), yaw, speed=ctx.speed(0.4), tol=0.02, label="rise")
+    yield Move(back + _xyz(0, 0, 0.08), yaw, speed=ctx.speed(0.4), tol=0.02, free=True, label="rise")
 
 
 def push_sideways(ctx: PlanContext, color: str, direction: str) -> Plan:
@@ -347,7 +355,7 @@ def move_slider(ctx: PlanContext, direction: str) -> Plan:
     yield Move(start, HOME_YAW, speed=ctx.speed(0.35), tol=0.006, label="beside handle")
     end = start - _xyz(sign * (travel + 0.03), 0.0, 0.0)
     yield Move(end, HOME_YAW, speed=ctx.speed(0.4), tol=0.02, label="slide")
-    yield Move(end + _xyz(0, -0.06, 0.05), HOME_YAW, speed=ctx.speed(0.4), tol=0.02, label="retreat")
+    yield Move(end + _xyz(0, -0.06, 0.05), HOME_YAW, speed=ctx.speed(0.4), tol=0.02, free=True, label="retreat")
 
 
 def open_drawer(ctx: PlanContext) -> Plan:
@@ -361,7 +369,7 @@ def open_drawer(ctx: PlanContext) -> Plan:
     yield Move(start, HOME_YAW, speed=ctx.speed(0.35), tol=0.006, label="behind handle")
     end = start - _xyz(0.0, pull, 0.0)
     yield Move(end, HOME_YAW, speed=ctx.speed(0.4), tol=0.02, label="pull")
-    yield Move(end + _xyz(0, 0, 0.10), HOME_YAW, speed=ctx.speed(0.4), tol=0.02, label="rise")
+    yield Move(end + _xyz(0, 0, 0.10), HOME_YAW, speed=ctx.speed(0.4), tol=0.02, free=True, label="rise")
 
 
 def close_drawer(ctx: PlanContext) -> Plan:
@@ -375,7 +383,7 @@ def close_drawer(ctx: PlanContext) -> Plan:
     yield Move(start, HOME_YAW, speed=ctx.speed(0.35), tol=0.006, label="in front of handle")
     end = start + _xyz(0.0, push, 0.0)
     yield Move(end, HOME_YAW, speed=ctx.speed(0.4), tol=0.02, label="push shut")
-    yield Move(end + _xyz(0, -0.05, 0.08), HOME_YAW, speed=ctx.speed(0.4), tol=0.02, label="retreat")
+    yield Move(end + _xyz(0, -0.05, 0.08), HOME_YAW, speed=ctx.speed(0.4), tol=0.02, free=True, label="retreat")
 
 
 def press_button(ctx: PlanContext) -> Plan:
@@ -397,7 +405,7 @@ def slide_switch(ctx: PlanContext, up: bool) -> Plan:
     end = knob + _xyz(0, 0, 0.095 if up else -0.095)
     yield Move(end, HOME_YAW, speed=ctx.speed(0.3), tol=0.02, label="slide")
     yield Grip(1.0, ctx.wait(5), label="let go")
-    yield Move(end + _xyz(0, -0.07, 0.03), HOME_YAW, speed=ctx.speed(0.4), tol=0.02, label="retreat")
+    yield Move(end + _xyz(0, -0.07, 0.03), HOME_YAW, speed=ctx.speed(0.4), tol=0.02, free=True, label="retreat")
 
 
 # --- registry ----------------------------------------------------------------------------------

@@ -1,0 +1,384 @@
+"""``emu3-vla collect``: scripted-expert demonstrations as a LeRobot dataset (and CALVIN's format).
+
+Scripted experts (:mod:`policies.experts`) run from CALVIN's start states: single tasks (with the
+subtasks that make them possible, e.g. a lift before ``place_in_drawer``) and CALVIN long-horizon
+chains (the standard 1,000), mixed by ``chain_fraction``. Every successful subtask (checked by the
+task oracle, as in evaluation) becomes one episode with one instruction, drawn from CALVIN's
+training paraphrases; failed subtasks are dropped and end their chain.
+
+Output folder::
+
+    <out>/lerobot/               LeRobot v3.0 dataset (meta/, data/, videos/) - train on this
+    <out>/calvin/training/       CALVIN's on-disk format (with --calvin-format)
+    <out>/collect_report.json    attempts and kept episodes per task, steps, timing, every episode
+
+Reproducibility: job ``i`` (start state, scene seed, expert seed, task or chain) is a function of
+``(seed, i)``; workers run jobs in parallel but episodes are written in job order, so the dataset
+is the same whatever ``workers`` is. Speed: only recorded steps are rendered, at the requested
+camera sizes (``static_size=128, gripper_size=64`` renders about three times faster than CALVIN's
+200 / 84).
+
+Python use (what the demo calls)::
+
+    from eval.collect import CollectConfig, collect
+    report = collect(CollectConfig(out=Path("data/demo"), episodes=200, static_size=128, gripper_size=64, workers=2))
+    report.lerobot_root  # -> data/demo/lerobot
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import shutil
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from envs import task_instructions, task_names
+from eval.chains import load_standard_chains
+from eval.collect_jobs import Job, demonstration_job, derive_seed
+from eval.collect_pool import RunSettings, run_jobs
+from eval.collect_rollout import EP_LEN, TAIL_STEPS, Episode, JobResult
+from eval.collect_writers import VIDEO_CODEC, VIDEO_TOLERANCE, CalvinFormatWriter, LeRobotWriter
+
+log = logging.getLogger(__name__)
+
+REPORT_NAME = "collect_report.json"
+VARIANTS = ("A", "B", "C", "D")
+
+
+@dataclasses.dataclass
+class CollectConfig:
+    """Everything ``collect`` needs; the CLI flags map one to one."""
+
+    out: Path
+    episodes: int = 100
+    tasks: Sequence[str] | None = None  # None: all 34
+    seed: int = 0
+    workers: int = 1
+    chain_fraction: float = 0.5
+    variants: Sequence[str] = ("D",)
+    static_size: int = 200
+    gripper_size: int = 84
+    video: bool = True
+    calvin_format: bool = False
+    noise: float = 0.0
+    randomize: bool = True
+    max_steps: int = EP_LEN
+    tail_steps: int = TAIL_STEPS
+    max_jobs: int | None = None  # give up after this many jobs (default: 5 per wanted episode + 50)
+    overwrite: bool = False
+    progress: bool = True
+    renderer: str = "tiny"
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        if self.episodes < 1:
+            raise ValueError(f"episodes must be >= 1, got {self.episodes}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if not 0.0 <= self.chain_fraction <= 1.0:
+            raise ValueError(f"chain_fraction must be between 0 and 1, got {self.chain_fraction}")
+        known = task_names()
+        if self.tasks is not None:
+            self.tasks = list(dict.fromkeys(self.tasks))
+            unknown = [t for t in self.tasks if t not in known]
+            if unknown or not self.tasks:
+                raise ValueError(f"unknown tasks {unknown or '(none given)'}; choose from: {', '.join(known)}")
+        bad = [v for v in self.variants if v not in VARIANTS]
+        if bad or not self.variants:
+            raise ValueError(f"unknown scene variants {bad or '(none given)'}; choose from {list(VARIANTS)}")
+        for name in ("static_size", "gripper_size"):
+            size = getattr(self, name)
+            if not 16 <= size <= 512 or size % 8:
+                raise ValueError(f"{name} must be a multiple of 8 between 16 and 512 pixels, got {size}")
+        if self.noise < 0:
+            raise ValueError(f"noise must be >= 0, got {self.noise}")
+
+    @property
+    def task_list(self) -> list[str]:
+        return list(self.tasks) if self.tasks is not None else task_names()
+
+
+@dataclasses.dataclass
+class CollectReport:
+    """What ``collect`` did (written to ``collect_report.json``)."""
+
+    out: Path
+    lerobot_root: Path
+    calvin_root: Path | None
+    episodes: int
+    frames: int
+    jobs: int
+    env_steps: int
+    seconds: float
+    attempted: dict[str, int]
+    kept: dict[str, int]
+    episode_list: list[dict[str, Any]]
+    config: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        per_task = {
+            task: {
+                "attempted": self.attempted.get(task, 0),
+                "kept": self.kept.get(task, 0),
+                "success_rate": round(self.kept.get(task, 0) / self.attempted[task], 4)
+                if self.attempted.get(task)
+                else None,
+            }
+            for task in sorted(set(self.attempted) | set(self.kept))
+        }
+        return {
+            "episodes": self.episodes,
+            "frames": self.frames,
+            "jobs": self.jobs,
+            "env_steps": self.env_steps,
+            "seconds": round(self.seconds, 2),
+            "episodes_per_minute": round(60 * self.episodes / max(self.seconds, 1e-9), 2),
+            "env_steps_per_second": round(self.env_steps / max(self.seconds, 1e-9), 1),
+            "lerobot_root": str(self.lerobot_root),
+            "calvin_root": str(self.calvin_root) if self.calvin_root else None,
+            "video": {"codec": VIDEO_CODEC, "max_pixel_error": VIDEO_TOLERANCE} if self.config["video"] else None,
+            "per_task": per_task,
+            "config": self.config,
+            "episode_list": self.episode_list,
+        }
+
+
+def instruction_for(task: str, seed: int, job_index: int, position: int, paraphrases: dict[str, list[str]]) -> str:
+    """A training paraphrase of ``task``, drawn with a seed of its own (same episode, same sentence)."""
+    choices = paraphrases[task]
+    return choices[derive_seed(seed, "instruction", job_index, position) % len(choices)]
+
+
+def _jobs(config: CollectConfig, chains: list, limit: int) -> Iterator[Job]:
+    for index in range(limit):
+        yield demonstration_job(
+            index,
+            config.seed,
+            config.task_list,
+            chain_fraction=config.chain_fraction,
+            chains=chains,
+            variants=tuple(config.variants),
+        )
+
+
+def _prepare_out(config: CollectConfig) -> tuple[Path, Path | None]:
+    out = config.out
+    lerobot_root = out / "lerobot"
+    calvin_root = out / "calvin" / "training" if config.calvin_format else None
+    existing = [p for p in (lerobot_root, out / "calvin", out / REPORT_NAME) if p.exists()]
+    if existing:
+        if not config.overwrite:
+            raise FileExistsError(
+                f"{out} already holds a collection ({', '.join(p.name for p in existing)}); "
+                "pass --overwrite (overwrite=True) to replace it or choose another --out"
+            )
+        for path in existing:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    return lerobot_root, calvin_root
+
+
+def collect(config: CollectConfig) -> CollectReport:
+    """Run experts until ``config.episodes`` successful episodes are written; see the module docstring."""
+    from tqdm.auto import tqdm
+
+    lerobot_root, calvin_root = _prepare_out(config)
+    paraphrases = task_instructions("training")
+    chains = load_standard_chains() if config.chain_fraction > 0 else []
+    settings = RunSettings(
+        record_frames=True,
+        static_size=config.static_size,
+        gripper_size=config.gripper_size,
+        randomize=config.randomize,
+        noise=config.noise,
+        max_steps=config.max_steps,
+        tail_steps=config.tail_steps,
+        renderer=config.renderer,
+    )
+    max_jobs = config.max_jobs or 5 * config.episodes + 50
+    lerobot = LeRobotWriter(
+        lerobot_root, static_size=config.static_size, gripper_size=config.gripper_size, video=config.video
+    )
+    calvin = CalvinFormatWriter(calvin_root) if calvin_root is not None else None
+    attempted: Counter[str] = Counter()
+    kept: Counter[str] = Counter()
+    episode_list: list[dict[str, Any]] = []
+    frames = env_steps = jobs_run = 0
+    started = time.perf_counter()
+    bar = tqdm(total=config.episodes, desc="episodes", unit="ep", disable=not config.progress)
+    results = run_jobs(_jobs(config, chains, max_jobs), settings, config.workers)
+    try:
+        for result in results:
+            jobs_run += 1
+            env_steps += result.env_steps
+            _count(result, attempted)
+            for position, outcome in enumerate(result.outcomes):
+                if outcome.episode is None or len(episode_list) >= config.episodes:
+                    continue
+                episode = outcome.episode
+                instruction = instruction_for(episode.task, config.seed, result.job.index, position, paraphrases)
+                index = lerobot.add(episode, instruction)
+                if calvin is not None:
+                    calvin.add(episode, instruction)
+                kept[episode.task] += 1
+                frames += len(episode)
+                episode_list.append(_episode_entry(index, episode, instruction, result.job, position))
+                bar.update(1)
+            bar.set_postfix(jobs=jobs_run, kept=f"{sum(kept.values())}/{sum(attempted.values())}")
+            if len(episode_list) >= config.episodes:
+                break
+    finally:
+        results.close()
+        bar.close()
+    lerobot.finalize()
+    if calvin is not None:
+        calvin.finalize()
+    if len(episode_list) < config.episodes:
+        log.warning(
+            "collected only %d of %d episodes in %d jobs (max_jobs); the experts fail too often here",
+            len(episode_list),
+            config.episodes,
+            jobs_run,
+        )
+    report = CollectReport(
+        out=config.out,
+        lerobot_root=lerobot_root,
+        calvin_root=calvin_root,
+        episodes=len(episode_list),
+        frames=frames,
+        jobs=jobs_run,
+        env_steps=env_steps,
+        seconds=time.perf_counter() - started,
+        attempted=dict(attempted),
+        kept=dict(kept),
+        episode_list=episode_list,
+        config={k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()},
+    )
+    (config.out / REPORT_NAME).write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
+    return report
+
+
+def _count(result: JobResult, attempted: Counter[str]) -> None:
+    for position, outcome in enumerate(result.outcomes):
+        if result.job.record[position]:
+            attempted[outcome.task] += 1
+
+
+def _episode_entry(index: int, episode: Episode, instruction: str, job: Job, position: int) -> dict[str, Any]:
+    return {
+        "episode_index": index,
+        "task": episode.task,
+        "instruction": instruction,
+        "length": len(episode),
+        "success_step": episode.success_step,
+        "job": job.index,
+        "kind": job.kind,
+        "position": position,
+        "variant": job.variant,
+        "scene_seed": job.scene_seed,
+        "expert_seed": job.expert_seed,
+        "start_state": job.state,
+        "actions_sha": _digest(episode.actions),
+    }
+
+
+def _digest(array: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(array, dtype=np.float64).tobytes()).hexdigest()[:16]
+
+
+# --- command line --------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, required=True, help="output folder (lerobot/, calvin/, report)")
+    parser.add_argument("--episodes", type=int, default=100, help="successful episodes to write (default 100)")
+    parser.add_argument("--tasks", nargs="+", metavar="TASK", help="only these CALVIN tasks (default: all 34)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=1, help="parallel processes, one simulator each")
+    parser.add_argument(
+        "--chain-fraction",
+        type=float,
+        default=0.5,
+        help="share of jobs that run a CALVIN 5-task chain instead of a single task (default 0.5)",
+    )
+    parser.add_argument("--variants", nargs="+", default=["D"], choices=VARIANTS, help="scene variants (default D)")
+    parser.add_argument("--static-size", type=int, default=200, help="static camera frame size (CALVIN: 200)")
+    parser.add_argument("--gripper-size", type=int, default=84, help="gripper camera frame size (CALVIN: 84)")
+    parser.add_argument("--images", action="store_true", help="store PNG images instead of (lossless) video")
+    parser.add_argument("--calvin-format", action="store_true", help="also write CALVIN's on-disk format")
+    parser.add_argument("--noise", type=float, default=0.0, help="smooth action noise std (action units)")
+    parser.add_argument("--no-randomize", action="store_true", help="canonical expert waypoints (no jitter)")
+    parser.add_argument("--max-jobs", type=int, help="stop after this many jobs even if short of --episodes")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing collection in --out")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def config_from_args(args: argparse.Namespace) -> CollectConfig:
+    return CollectConfig(
+        out=args.out,
+        episodes=args.episodes,
+        tasks=args.tasks,
+        seed=args.seed,
+        workers=args.workers,
+        chain_fraction=args.chain_fraction,
+        variants=tuple(args.variants),
+        static_size=args.static_size,
+        gripper_size=args.gripper_size,
+        video=not args.images,
+        calvin_format=args.calvin_format,
+        noise=args.noise,
+        randomize=not args.no_randomize,
+        max_jobs=args.max_jobs,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    report = collect(config_from_args(args))
+    summary = report.to_json()
+    print(
+        f"wrote {report.episodes} episodes ({report.frames} frames) to {report.lerobot_root} in {report.seconds:.0f} s "
+        f"({summary['episodes_per_minute']} episodes/min, {summary['env_steps_per_second']} env steps/s); "
+        f"report: {report.out / REPORT_NAME}"
+    )
+    return 0 if report.episodes == args.episodes else 1
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Entry point of ``emu3-vla collect`` (group ``emu3_vla.commands``)."""
+    parser = subparsers.add_parser(
+        "collect",
+        help="scripted-expert demonstrations (LeRobot dataset, optionally CALVIN format)",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eval.collect", description="scripted-expert demonstrations")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return run(args)
+    except (FileExistsError, ValueError) as err:
+        parser.exit(2, f"collect: error: {err}\n")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
