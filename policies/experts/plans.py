@@ -33,6 +33,7 @@ from policies.experts.scene import (
     BLOCKS,
     CABINET_FRONT_Y,
     DESK_FRONT_Y,
+    DOOR_WIDTH,
     SHELF_Y,
     SHELF_Z,
     TABLE_Z,
@@ -43,11 +44,18 @@ from policies.experts.scene import (
 TRANSIT = 0.7  # cruise speed through free space, in action units (1.4 cm per step; the arm lags ~1 cm)
 SAFE_Z = 0.58  # tcp height for moving about above the desk (blocks, stacks and handles stay below)
 CABINET_Z = 0.555  # tcp height inside the compartments (the top shelf starts at 0.60 at the back)
+KNOB_CLEARANCE_X = 0.15  # m: the hand (11 cm either side of the tcp) clears the switch knob beyond this
+KNOB_NEAR = 0.14  # m: transits passing this close to the switch knob's centre go above it
+KNOB_HALF_HEIGHT = 0.0125
+BELOW_TCP = 0.045  # m: how far a held block (or the fingertips, 2 cm) reaches below the tcp, with margin
+SHORT_HOP = 0.06  # m: horizontal trips shorter than this need not rise to SAFE_Z
 IN_FRONT_OF_CABINET_Y = -0.06  # where the tcp lines up before entering or after leaving a compartment
 FINGER_HALF_THICKNESS = 0.012  # closed fingers, along the direction they close
 GRASP_DEPTH = 0.005  # the tcp goes this far below a block's centre to grasp it
 CABINET_MAX_TURN = 0.12  # rad: largest grasp yaw away from neutral under the top shelf
 CABINET_GRASP_SHIFT = 0.01  # m: grasp a block in a compartment this far in front of its centre
+SLIDER_TRAVEL = 0.28  # the door's joint range
+SHELF_EDGE_MARGIN = 0.065  # m: open fingers (8 cm) around a block keep this far from a wall or the door
 SHELF_PLACE_Y = SHELF_Y - 0.008  # set blocks down a little in front of CALVIN's slot (hand clearance)
 
 
@@ -103,19 +111,39 @@ def clear_up(ctx: PlanContext, z: float = SAFE_Z) -> Plan:
         yield Move(_xyz(here[0], here[1], z), speed=ctx.speed(TRANSIT), tol=0.025, free=True, label="rise")
 
 
-def travel_above(ctx: PlanContext, xy: np.ndarray, z: float, yaw: float | None) -> Plan:
-    """Rise, move over ``xy`` at height ``z`` (entering the cabinet from the front), turning to ``yaw``."""
-    yield from clear_up(ctx, max(min(z, SAFE_Z), CABINET_Z if ctx.view.in_cabinet(ctx.view.target) else 0.0))
+def travel_above(ctx: PlanContext, xy: np.ndarray, z: float, yaw: float | None, gripper: float | None = None) -> Plan:
+    """Get over ``xy`` at height ``z``, turning to ``yaw``; switch the gripper to ``gripper`` on the way.
+
+    Longer trips rise to ``SAFE_Z`` first: the hand is 22 cm wide and its underside only 6 cm above
+    the tcp, so lower transits sweep it through the switch knob and over blocks. A compartment is
+    entered straight from the front. The gripper switches only after leaving the last place, so
+    fingers that just let go of a block never close on it again.
+    """
+    view = ctx.view
     goal = _xyz(xy[0], xy[1], z)
-    if ctx.view.in_cabinet(goal):
-        front = _xyz(xy[0], IN_FRONT_OF_CABINET_Y, z)
-        yield Move(front, yaw, speed=ctx.speed(TRANSIT), tol=0.02, free=True, label="in front of cabinet")
-    yield Move(goal, yaw, speed=ctx.speed(TRANSIT), tol=0.012, free=True, label="above")
+    inside = view.in_cabinet(goal)
+    entry = _xyz(xy[0], IN_FRONT_OF_CABINET_Y, z) if inside else goal
+    far = float(np.linalg.norm(entry[:2] - view.target[:2])) > SHORT_HOP
+    transit_z = max(z, SAFE_Z) if far else max(z, min(float(view.target[2]), SAFE_Z))
+    knob = view.landmarks["switch"]
+    if far and _distance_to_segment(knob[:2], view.target[:2], entry[:2]) < KNOB_NEAR:
+        # Raised, the knob reaches the fingers (and a held block) at SAFE_Z: pass above it.
+        transit_z = max(transit_z, float(knob[2]) + KNOB_HALF_HEIGHT + BELOW_TCP)
+    yield from clear_up(ctx, transit_z)
+    if gripper is not None:
+        yield Grip(gripper, steps=0)
+    yield Move(_xyz(entry[0], entry[1], transit_z), yaw, speed=ctx.speed(TRANSIT), tol=0.02, free=True, label="above")
+    if transit_z > z + 0.005:
+        yield Move(entry, yaw, speed=ctx.speed(0.55), tol=0.015, free=True, label="approach")
+    if inside:
+        yield Move(goal, yaw, speed=ctx.speed(0.5), tol=0.012, free=True, label="enter cabinet")
 
 
-def set_gripper(value: float) -> Plan:
-    """Switch the gripper without waiting (it opens or closes during the next move)."""
-    yield Grip(value, steps=0)
+def _distance_to_segment(point: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """Horizontal distance from ``point`` to the segment ``a``-``b``."""
+    ab = np.asarray(b, dtype=float) - a
+    t = float(np.clip((point - a) @ ab / max(float(ab @ ab), 1e-12), 0.0, 1.0))
+    return float(np.linalg.norm(point - (a + t * ab)))
 
 
 def held_offset(view: SceneView, block: Block) -> float:
@@ -159,11 +187,10 @@ def grasp(ctx: PlanContext, block: Block, yaw: float, depth: float = GRASP_DEPTH
         neutral = equivalent_near(HOME_YAW, yaw, math.pi)
         yaw = float(np.clip(yaw, neutral - CABINET_MAX_TURN, neutral + CABINET_MAX_TURN))
         y_offset = -CABINET_GRASP_SHIFT
-    yield from set_gripper(1.0)
     above = block.pos[2] + 0.075 + ctx.jitter(0.015)
     if ctx.view.in_cabinet(block.pos):
         above = min(above, CABINET_Z)
-    yield from travel_above(ctx, block.pos + _xyz(0, y_offset, 0), above, yaw)
+    yield from travel_above(ctx, block.pos + _xyz(0, y_offset, 0), above, yaw, gripper=1.0)
     x, y = block.pos[0] + ctx.jitter(0.003), block.pos[1] + y_offset + ctx.jitter(0.003)
     yield Move(
         _xyz(x, y, block.pos[2] - depth + ctx.jitter(0.002)), yaw, speed=ctx.speed(0.35), tol=0.005, label="down"
@@ -172,7 +199,11 @@ def grasp(ctx: PlanContext, block: Block, yaw: float, depth: float = GRASP_DEPTH
 
 
 def lift(ctx: PlanContext, color: str) -> Plan:
+    """Grasp the block and lift it; a block in a compartment the door half covers is uncovered first."""
     block = ctx.view.block(color)
+    if ctx.view.in_cabinet(block.pos) and not ctx.view.is_open_at(float(block.pos[0]), SHELF_EDGE_MARGIN):
+        yield from uncover(ctx, float(block.pos[0]))
+        block = ctx.view.block(color)
     yaw = grasp_yaw(block.yaw)
     yield from grasp(ctx, block, yaw)
     rise = (0.06 if ctx.view.in_cabinet(block.pos) else 0.09) + ctx.jitter(0.01)
@@ -206,11 +237,16 @@ def place_in_slider(ctx: PlanContext) -> Plan:
     held = view.held_block()
     if held is None:
         return
-    lo, hi = view.open_compartment_x()
+    openings = view.shelf_openings()
+    if not openings or openings[0][1] - openings[0][0] < 2 * SHELF_EDGE_MARGIN:
+        return  # the door covers the shelf
+    lo, hi = openings[0]
     inside = [b.pos for b in view.blocks.values() if not b.grasped and view.in_cabinet(b.pos) and lo < b.pos[0] < hi]
-    candidates = [_xyz(x, SHELF_PLACE_Y, SHELF_Z) for x in np.linspace(lo + 0.07, hi - 0.07, 9)]
+    candidates = [
+        _xyz(x, SHELF_PLACE_Y, SHELF_Z) for x in np.linspace(lo + SHELF_EDGE_MARGIN, hi - SHELF_EDGE_MARGIN, 9)
+    ]
     spot = roomiest(candidates, inside, _xyz((lo + hi) / 2, SHELF_PLACE_Y, SHELF_Z))
-    spot = spot + _xyz(ctx.jitter(0.015), ctx.jitter(0.005), 0.0)
+    spot = spot + _xyz(ctx.jitter(0.01), ctx.jitter(0.005), 0.0)
     yield from release(ctx, spot, SHELF_Z + BLOCK_HALF_HEIGHT, carry_yaw(HOME_YAW), CABINET_Z)
 
 
@@ -307,8 +343,7 @@ def push_block(ctx: PlanContext, block: Block, goal: np.ndarray, speed: float = 
     gap = half_extent_along(block, direction) + FINGER_HALF_THICKNESS + 0.02 + ctx.jitter(0.005)
     height = block.pos[2] + 0.004 + ctx.jitter(0.003)
     start = _xyz(*(block.pos[:2] - direction * gap), height)
-    yield from set_gripper(-1.0)
-    yield from travel_above(ctx, start, height + 0.07 + ctx.jitter(0.01), yaw)
+    yield from travel_above(ctx, start, height + 0.07 + ctx.jitter(0.01), yaw, gripper=-1.0)
     yield Move(start, yaw, speed=ctx.speed(0.35), tol=0.006, label="down beside")
     contact = gap - half_extent_along(block, direction) - FINGER_HALF_THICKNESS
     end = start + _xyz(*(direction * (contact + distance)), 0.0)
@@ -326,14 +361,25 @@ def push_sideways(ctx: PlanContext, color: str, direction: str) -> Plan:
 
 
 def push_into_drawer(ctx: PlanContext) -> Plan:
+    """Push the table block towards the robot, over the desk's edge, into the open drawer.
+
+    From behind a block near the switch column the hand would hit the knob, so such a block is first
+    pushed sideways, away from the knob.
+    """
     view = ctx.view
     if view.drawer < 0.11:
         return
-    lo, hi = view.drawer_x_range
     on_table = [b for b in view.blocks.values() if b.on_table]
     if not on_table:
         return
     block = min(on_table, key=lambda b: float(b.pos[1]))  # the one closest to the desk's front edge
+    knob = view.landmarks["switch"]
+    lo, hi = view.drawer_x_range
+    if abs(float(block.pos[0] - knob[0])) < KNOB_CLEARANCE_X:
+        side = -1.0 if (lo + hi) / 2 < knob[0] else 1.0  # towards the drawer's side of the knob
+        aside = np.array([knob[0] + side * (KNOB_CLEARANCE_X + 0.01 + ctx.jitter(0.005)), block.pos[1]])
+        yield from push_block(ctx, block, aside)
+        block = ctx.view.block(block.name)
     x = float(np.clip(block.pos[0], lo + 0.08, hi - 0.08)) + ctx.jitter(0.01)
     goal = np.array([x, DESK_FRONT_Y - 0.10 + ctx.jitter(0.01)])
     yield from push_block(ctx, block, goal, speed=0.4)
@@ -342,20 +388,47 @@ def push_into_drawer(ctx: PlanContext) -> Plan:
 # --- furniture ---------------------------------------------------------------------------------
 
 
-def move_slider(ctx: PlanContext, direction: str) -> Plan:
-    """Push the door's handle sideways with the closed fingers: left = the door moves to -x."""
+def slide_door(ctx: PlanContext, direction: str, travel: float) -> Plan:
+    """Push the door's handle sideways by ``travel`` with the closed fingers: left = the door moves to -x."""
     view = ctx.view
     handle = view.landmarks["slider_handle"]
     sign = 1.0 if direction == "left" else -1.0  # start on the +x side to push towards -x
-    room = (0.28 - view.slider) if direction == "left" else view.slider
-    travel = min(0.22 + ctx.jitter(0.02), room + 0.005)
     start = handle + _xyz(sign * (0.042 + ctx.jitter(0.004)), ctx.jitter(0.004), ctx.jitter(0.006))
-    yield from set_gripper(-1.0)
-    yield from travel_above(ctx, start, start[2] + 0.08 + ctx.jitter(0.01), HOME_YAW)
+    yield from travel_above(ctx, start, start[2] + 0.08 + ctx.jitter(0.01), HOME_YAW, gripper=-1.0)
     yield Move(start, HOME_YAW, speed=ctx.speed(0.35), tol=0.006, label="beside handle")
     end = start - _xyz(sign * (travel + 0.03), 0.0, 0.0)
     yield Move(end, HOME_YAW, speed=ctx.speed(0.4), tol=0.02, label="slide")
     yield Move(end + _xyz(0, -0.06, 0.05), HOME_YAW, speed=ctx.speed(0.4), tol=0.02, free=True, label="retreat")
+
+
+def move_slider(ctx: PlanContext, direction: str) -> Plan:
+    view = ctx.view
+    room = (SLIDER_TRAVEL - view.slider) if direction == "left" else view.slider
+    yield from slide_door(ctx, direction, min(0.22 + ctx.jitter(0.02), room + 0.005))
+
+
+def uncover(ctx: PlanContext, x: float) -> Plan:
+    """Slide the door off the shelf at ``x`` (it may stand part-way after a short move_slider)."""
+    view = ctx.view
+    door_x = float(view.landmarks["slider_handle"][0])
+    if x > door_x:  # door to the left of x: push it further left (-x, slider value grows)
+        direction, travel, room = "left", door_x + DOOR_WIDTH / 2 - (x - SHELF_EDGE_MARGIN), SLIDER_TRAVEL - view.slider
+    else:
+        direction, travel, room = "right", (x + SHELF_EDGE_MARGIN) - (door_x - DOOR_WIDTH / 2), view.slider
+    travel = min(travel + 0.015 + abs(ctx.jitter(0.01)), room + 0.005)
+    if travel > 0.005:
+        yield from slide_door(ctx, direction, travel)
+
+
+def set_down_held(ctx: PlanContext) -> Plan:
+    """Put a block still in the hand on the table first (after an unstack that ended at lift-off)."""
+    view = ctx.view
+    held = view.held_block()
+    if held is None:
+        return
+    others = [b.pos for b in view.blocks.values() if b.name != held.name]
+    spot = free_table_spot(ctx, held.pos, others)
+    yield from release(ctx, spot, TABLE_Z + BLOCK_HALF_HEIGHT, view.target_yaw, SAFE_Z)
 
 
 def open_drawer(ctx: PlanContext) -> Plan:
@@ -364,8 +437,7 @@ def open_drawer(ctx: PlanContext) -> Plan:
     handle = view.landmarks["drawer_handle"]
     start = handle + _xyz(ctx.jitter(0.02), 0.035 + ctx.jitter(0.003), ctx.jitter(0.004))
     pull = min(0.20 + ctx.jitter(0.015), 0.22 - view.drawer + 0.005)
-    yield from set_gripper(-1.0)
-    yield from travel_above(ctx, start, TABLE_Z + 0.09 + ctx.jitter(0.01), HOME_YAW)
+    yield from travel_above(ctx, start, TABLE_Z + 0.09 + ctx.jitter(0.01), HOME_YAW, gripper=-1.0)
     yield Move(start, HOME_YAW, speed=ctx.speed(0.35), tol=0.006, label="behind handle")
     end = start - _xyz(0.0, pull, 0.0)
     yield Move(end, HOME_YAW, speed=ctx.speed(0.4), tol=0.02, label="pull")
@@ -378,8 +450,7 @@ def close_drawer(ctx: PlanContext) -> Plan:
     handle = view.landmarks["drawer_handle"]
     start = handle + _xyz(ctx.jitter(0.02), -0.04 + ctx.jitter(0.004), ctx.jitter(0.004))
     push = view.drawer + 0.04 - FINGER_HALF_THICKNESS - 0.01 + ctx.jitter(0.005)
-    yield from set_gripper(-1.0)
-    yield from travel_above(ctx, start, TABLE_Z + 0.09 + ctx.jitter(0.01), HOME_YAW)
+    yield from travel_above(ctx, start, TABLE_Z + 0.09 + ctx.jitter(0.01), HOME_YAW, gripper=-1.0)
     yield Move(start, HOME_YAW, speed=ctx.speed(0.35), tol=0.006, label="in front of handle")
     end = start + _xyz(0.0, push, 0.0)
     yield Move(end, HOME_YAW, speed=ctx.speed(0.4), tol=0.02, label="push shut")
@@ -389,8 +460,7 @@ def close_drawer(ctx: PlanContext) -> Plan:
 def press_button(ctx: PlanContext) -> Plan:
     """Press the LED's push button once with the closed fingertips."""
     button = ctx.view.landmarks["button"] + _xyz(ctx.jitter(0.006), ctx.jitter(0.006), 0.0)
-    yield from set_gripper(-1.0)
-    yield from travel_above(ctx, button, button[2] + 0.07 + ctx.jitter(0.01), HOME_YAW)
+    yield from travel_above(ctx, button, button[2] + 0.07 + ctx.jitter(0.01), HOME_YAW, gripper=-1.0)
     yield Move(button - _xyz(0, 0, 0.025), HOME_YAW, speed=ctx.speed(0.3), tol=0.008, label="press")
     yield Move(button + _xyz(0, 0, 0.06), HOME_YAW, speed=ctx.speed(0.35), tol=0.02, label="release")
 
@@ -398,8 +468,7 @@ def press_button(ctx: PlanContext) -> Plan:
 def slide_switch(ctx: PlanContext, up: bool) -> Plan:
     """Grasp the switch knob and slide it up (bulb on) or down (bulb off), then let go."""
     knob = ctx.view.landmarks["switch"] + _xyz(ctx.jitter(0.004), -0.01 + ctx.jitter(0.004), 0.0)
-    yield from set_gripper(1.0)
-    yield from travel_above(ctx, knob, knob[2] + 0.07 + ctx.jitter(0.01), HOME_YAW)
+    yield from travel_above(ctx, knob, knob[2] + 0.07 + ctx.jitter(0.01), HOME_YAW, gripper=1.0)
     yield Move(knob, HOME_YAW, speed=ctx.speed(0.35), tol=0.006, label="at knob")
     yield Grip(-1.0, ctx.wait(6), label="grasp knob")
     end = knob + _xyz(0, 0, 0.095 if up else -0.095)
@@ -439,6 +508,10 @@ PLANS: dict[str, PlanFactory] = _registry()
 EXPERT_TASKS: tuple[str, ...] = tuple(sorted(PLANS))
 
 
+#: Tasks that start with a block in the hand; every other plan first puts a held block down.
+HOLDING_TASKS = frozenset({"place_in_slider", "place_in_drawer", "stack_block"})
+
+
 def make_plan(task: str, ctx: PlanContext) -> Plan:
     """The plan for CALVIN task ``task`` (raises ValueError for an unknown name)."""
     try:
@@ -447,4 +520,12 @@ def make_plan(task: str, ctx: PlanContext) -> Plan:
         raise ValueError(
             f"no scripted expert for task {task!r}; experts exist for: {', '.join(EXPERT_TASKS)}"
         ) from None
-    return factory(ctx)
+    if task in HOLDING_TASKS:
+        return factory(ctx)
+    return _after(set_down_held(ctx), lambda: factory(ctx))
+
+
+def _after(first: Plan, then: Callable[[], Plan]) -> Plan:
+    """``first``, then the plan ``then()`` builds from the scene as it is when ``first`` is done."""
+    yield from first
+    yield from then()

@@ -26,6 +26,7 @@ CABINET_FRONT_Y = 0.015
 SHELF_Z = 0.441  # the cabinet's shelf surface
 SHELF_Y = 0.0924  # depth of a block standing in a compartment (CALVIN's slot)
 COMPARTMENT_WIDTH = 0.30  # each half of the cabinet, either side of ``shelf_split_x``
+DOOR_WIDTH = 0.30  # the sliding door covers one compartment
 BLOCK_HALF_HEIGHT = 0.02  # every block is 4 cm tall
 BLOCK_HALF_LENGTH = 0.04  # the longest block is 8 cm long
 PRIVILEGED_KEYS = ("info", "landmarks", "task")
@@ -105,13 +106,21 @@ class SceneView:
     def tcp_yaw_unwrapped(self) -> float:
         return self.tcp_yaw + self.yaw_offset
 
-    def open_compartment_x(self) -> tuple[float, float]:
-        """x range of the compartment the sliding door leaves open (the door covers the other one)."""
+    def shelf_openings(self) -> list[tuple[float, float]]:
+        """x ranges of the shelf that the sliding door leaves open, widest first.
+
+        The door is as wide as one compartment; part-way along its travel it leaves a part of each
+        compartment open, so the openings come from where the door is, not from the symbolic state.
+        """
         door_x = float(self.landmarks["slider_handle"][0])
-        split = self.shelf_split_x
-        if door_x > split:  # door over the right half
-            return (split - COMPARTMENT_WIDTH, split)
-        return (split, split + COMPARTMENT_WIDTH)
+        lo, hi = self.shelf_split_x - COMPARTMENT_WIDTH, self.shelf_split_x + COMPARTMENT_WIDTH
+        door_lo, door_hi = door_x - DOOR_WIDTH / 2, door_x + DOOR_WIDTH / 2
+        openings = [(lo, min(hi, door_lo)), (max(lo, door_hi), hi)]
+        return sorted((o for o in openings if o[1] > o[0]), key=lambda o: o[0] - o[1])
+
+    def is_open_at(self, x: float, margin: float = 0.0) -> bool:
+        """Whether the shelf at ``x`` is reachable (not behind the door), ``margin`` inside an opening."""
+        return any(lo + margin <= x <= hi - margin for lo, hi in self.shelf_openings())
 
     def in_cabinet(self, point: np.ndarray) -> bool:
         """Whether a point is inside the cabinet's compartments (behind its front, below its top)."""
