@@ -157,8 +157,10 @@ def instruction_for(task: str, seed: int, job_index: int, position: int, paraphr
     return choices[derive_seed(seed, "instruction", job_index, position) % len(choices)]
 
 
-def _jobs(config: CollectConfig, chains: list, limit: int) -> Iterator[Job]:
-    for index in range(limit):
+def demonstration_jobs(config: CollectConfig, limit: int | None = None) -> Iterator[Job]:
+    """The jobs ``collect`` runs, in order (job ``i`` depends only on ``config.seed`` and ``i``)."""
+    chains = load_standard_chains() if config.chain_fraction > 0 else []
+    for index in range(limit if limit is not None else config.max_jobs or 5 * config.episodes + 50):
         yield demonstration_job(
             index,
             config.seed,
@@ -167,6 +169,20 @@ def _jobs(config: CollectConfig, chains: list, limit: int) -> Iterator[Job]:
             chains=chains,
             variants=tuple(config.variants),
         )
+
+
+def run_settings(config: CollectConfig) -> RunSettings:
+    """How ``collect`` runs each job (recording frames at the configured camera sizes)."""
+    return RunSettings(
+        record_frames=True,
+        static_size=config.static_size,
+        gripper_size=config.gripper_size,
+        randomize=config.randomize,
+        noise=config.noise,
+        max_steps=config.max_steps,
+        tail_steps=config.tail_steps,
+        renderer=config.renderer,
+    )
 
 
 def _prepare_out(config: CollectConfig) -> tuple[Path, Path | None]:
@@ -195,18 +211,6 @@ def collect(config: CollectConfig) -> CollectReport:
 
     lerobot_root, calvin_root = _prepare_out(config)
     paraphrases = task_instructions("training")
-    chains = load_standard_chains() if config.chain_fraction > 0 else []
-    settings = RunSettings(
-        record_frames=True,
-        static_size=config.static_size,
-        gripper_size=config.gripper_size,
-        randomize=config.randomize,
-        noise=config.noise,
-        max_steps=config.max_steps,
-        tail_steps=config.tail_steps,
-        renderer=config.renderer,
-    )
-    max_jobs = config.max_jobs or 5 * config.episodes + 50
     lerobot = LeRobotWriter(
         lerobot_root, static_size=config.static_size, gripper_size=config.gripper_size, video=config.video
     )
@@ -217,7 +221,7 @@ def collect(config: CollectConfig) -> CollectReport:
     frames = env_steps = jobs_run = 0
     started = time.perf_counter()
     bar = tqdm(total=config.episodes, desc="episodes", unit="ep", disable=not config.progress)
-    results = run_jobs(_jobs(config, chains, max_jobs), settings, config.workers)
+    results = run_jobs(demonstration_jobs(config), run_settings(config), config.workers)
     try:
         for result in results:
             jobs_run += 1

@@ -30,6 +30,7 @@ ORIENTATION_SCALE = 0.05  # radians per unit of relative action (CALVIN)
 ACCEL = 0.0015  # m/step^2: reaches 1 cm/step in about 7 steps
 YAW_ACCEL = 0.006  # rad/step^2
 DOWN_ROLL, DOWN_PITCH = math.pi, 0.0
+TILT_RATE = 0.2  # action units: roll/pitch corrections towards pointing down, at most 0.01 rad per step
 SETTLE_STEPS = 12  # longest wait for the tcp to catch up with a reached target
 MAX_MOVE_STEPS = 400  # a move that cannot finish (blocked arm) gives up after this many steps
 REACHED = 1e-4  # metres: the target is on the waypoint
@@ -143,8 +144,9 @@ class MotionController:
         )
         yaw_rate = math.copysign(rate, yaw_delta)
         # Roll and pitch: keep the gripper pointing straight down.
-        roll = np.clip(wrap(DOWN_ROLL - view.target_orn[0]), -0.5 * ORIENTATION_SCALE, 0.5 * ORIENTATION_SCALE)
-        pitch = np.clip(wrap(DOWN_PITCH - view.target_orn[1]), -0.5 * ORIENTATION_SCALE, 0.5 * ORIENTATION_SCALE)
+        tilt_step = TILT_RATE * ORIENTATION_SCALE
+        roll = np.clip(wrap(DOWN_ROLL - view.target_orn[0]), -tilt_step, tilt_step)
+        pitch = np.clip(wrap(DOWN_PITCH - view.target_orn[1]), -tilt_step, tilt_step)
         self._velocity, self._yaw_rate = velocity, yaw_rate
         action = np.empty(7)
         action[:3] = velocity / POSITION_SCALE

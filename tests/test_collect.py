@@ -1,0 +1,194 @@
+"""``emu3-vla collect``: the LeRobot dataset and the CALVIN folder hold exactly what the experts did
+(checked against a re-simulation of the same jobs), parallel workers give the same episodes, and bad
+input is refused with a reason."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emu3_vla.data.calvin_format import CalvinSource, calvin_mapping
+from envs import PlayTableEnv, task_instructions
+from eval.collect import (
+    REPORT_NAME,
+    CollectConfig,
+    collect,
+    config_from_args,
+    demonstration_jobs,
+    instruction_for,
+    register,
+    run_settings,
+)
+from eval.collect_jobs import demonstration_job, task_routes
+from eval.collect_pool import JobRunner
+from eval.collect_writers import GRIPPER_KEY, STATIC_KEY, VIDEO_TOLERANCE
+
+SIZES = {"static_size": 48, "gripper_size": 32}
+
+
+def small_config(out: Path, **overrides) -> CollectConfig:
+    values = {"episodes": 5, "seed": 3, "chain_fraction": 0.5, "progress": False, **SIZES, **overrides}
+    return CollectConfig(out=out, **values)
+
+
+@pytest.fixture(scope="module")
+def collected(tmp_path_factory):
+    config = small_config(tmp_path_factory.mktemp("collect") / "run", calvin_format=True)
+    report = collect(config)
+    return config, report
+
+
+def resimulate(config: CollectConfig, entries: list[dict]) -> list:
+    """The recorded episodes, produced again by running the same jobs (jobs are functions of their seeds)."""
+    jobs = list(demonstration_jobs(config, limit=max(e["job"] for e in entries) + 1))
+    runner = JobRunner(run_settings(config))
+    try:
+        results = {}
+        episodes = []
+        for entry in entries:
+            if entry["job"] not in results:
+                results[entry["job"]] = runner(jobs[entry["job"]])
+            episodes.append(results[entry["job"]].outcomes[entry["position"]].episode)
+        return episodes
+    finally:
+        runner.close()
+
+
+def to_uint8(chw) -> np.ndarray:
+    return (chw.permute(1, 2, 0).numpy() * 255).round().astype(np.int16)
+
+
+def test_report_counts_every_attempt_and_every_kept_episode(collected):
+    config, _ = collected
+    data = json.loads((config.out / REPORT_NAME).read_text())
+    assert data["episodes"] == 5 == len(data["episode_list"])
+    assert sum(t["kept"] for t in data["per_task"].values()) == 5
+    assert all(t["attempted"] >= t["kept"] for t in data["per_task"].values())
+    assert data["frames"] == sum(e["length"] for e in data["episode_list"])
+    assert data["video"]["codec"]["pix_fmt"] == "yuv444p" and data["video"]["max_pixel_error"] == VIDEO_TOLERANCE
+    assert [e["episode_index"] for e in data["episode_list"]] == list(range(5))
+
+
+def test_lerobot_dataset_loads_and_matches_what_the_experts_did(collected):
+    from lerobot.datasets import LeRobotDataset
+
+    config, report = collected
+    dataset = LeRobotDataset(f"local/{report.lerobot_root.name}", root=report.lerobot_root, video_backend="pyav")
+    assert dataset.meta.total_episodes == 5 and dataset.meta.fps == 30
+    assert dataset.meta.features[STATIC_KEY]["dtype"] == "video"
+    assert tuple(dataset.meta.features[STATIC_KEY]["shape"]) == (48, 48, 3)
+    assert tuple(dataset.meta.features[GRIPPER_KEY]["shape"]) == (32, 32, 3)
+    table = dataset.hf_dataset.with_format("numpy")
+    episode_index = np.asarray(table["episode_index"]).reshape(-1)
+    actions = np.asarray(table["action"], dtype=np.float32)
+    states = np.asarray(table["observation.state"], dtype=np.float32)
+    paraphrases = task_instructions("training")
+    entries = report.episode_list
+    worst = 0
+    for entry, episode in zip(entries, resimulate(config, entries), strict=True):
+        rows = np.flatnonzero(episode_index == entry["episode_index"])
+        assert len(rows) == len(episode) == entry["length"]
+        np.testing.assert_array_equal(actions[rows], episode.actions.astype(np.float32))
+        np.testing.assert_array_equal(states[rows], episode.robot_obs.astype(np.float32))
+        expected_text = instruction_for(episode.task, config.seed, entry["job"], entry["position"], paraphrases)
+        assert expected_text in paraphrases[episode.task]
+        for t in sorted({0, len(rows) // 2, len(rows) - 1}):
+            item = dataset[int(rows[t])]
+            assert item["task"] == expected_text == entry["instruction"]
+            for key, frames in ((STATIC_KEY, episode.static), (GRIPPER_KEY, episode.gripper)):
+                error = np.abs(to_uint8(item[key]) - frames[t].astype(np.int16)).max()
+                worst = max(worst, int(error))
+    assert worst <= VIDEO_TOLERANCE  # H.264 4:4:4 at CRF 0: only the RGB <-> YUV rounding is lost
+
+
+def test_calvin_format_output_loads_with_calvin_source(collected):
+    config, report = collected
+    source = CalvinSource(report.calvin_root, mapping=calvin_mapping(static=48, gripper=32))
+    assert len(source) == 5
+    episodes = resimulate(config, report.episode_list[:2])
+    for index, (entry, episode) in enumerate(zip(report.episode_list[:2], episodes, strict=True)):
+        loaded = source.episode(index)
+        assert loaded.instruction == entry["instruction"] and loaded.task == entry["task"]
+        np.testing.assert_array_equal(loaded.actions, episode.actions.astype(np.float32))
+        np.testing.assert_array_equal(loaded.state, episode.robot_obs.astype(np.float32))
+        np.testing.assert_array_equal(loaded.frames["static"], episode.static)  # npz is lossless
+
+
+def test_parallel_workers_write_the_same_episodes(tmp_path, collected):
+    _, report = collected
+    parallel = collect(small_config(tmp_path / "parallel", workers=2))
+    assert parallel.episode_list == report.episode_list  # same jobs, seeds, lengths and action digests
+
+
+def test_tasks_restrict_what_is_recorded_and_images_can_replace_video(tmp_path):
+    from lerobot.datasets import LeRobotDataset
+
+    wanted = ["open_drawer", "place_in_drawer"]
+    report = collect(small_config(tmp_path / "subset", episodes=3, tasks=wanted, video=False))
+    assert {e["task"] for e in report.episode_list} <= set(wanted)
+    assert set(report.attempted) <= set(wanted)  # the lift before place_in_drawer runs but is not recorded
+    dataset = LeRobotDataset("local/lerobot", root=report.lerobot_root)
+    assert dataset.meta.features[STATIC_KEY]["dtype"] == "image" and dataset.meta.total_episodes == 3
+
+
+def test_existing_collection_is_not_overwritten_by_accident(collected):
+    config, _ = collected
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        collect(small_config(config.out))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"tasks": ["open_drawer", "fly_away"]}, "fly_away"),
+        ({"static_size": 50}, "multiple of 8"),
+        ({"chain_fraction": 1.5}, "chain_fraction"),
+        ({"episodes": 0}, "episodes"),
+        ({"variants": ("E",)}, "variants"),
+    ],
+)
+def test_bad_settings_are_refused_with_a_reason(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        small_config(tmp_path / "x", **overrides)
+
+
+def test_command_line_maps_to_the_config(tmp_path):
+    parser = argparse.ArgumentParser(prog="emu3-vla")
+    register(parser.add_subparsers(dest="command"))
+    flags = "--episodes 7 --tasks open_drawer --workers 2 --static-size 128 --gripper-size 64 --calvin-format"
+    args = parser.parse_args(["collect", "--out", str(tmp_path), *flags.split(), "--images", "--seed", "4"])
+    config = config_from_args(args)
+    assert callable(args.func) and config.episodes == 7 and config.tasks == ["open_drawer"]
+    assert (config.workers, config.static_size, config.gripper_size, config.seed) == (2, 128, 64, 4)
+    assert config.calvin_format and not config.video
+
+
+def test_jobs_are_a_function_of_seed_and_index():
+    from eval.chains import load_standard_chains
+
+    chains = load_standard_chains(50)
+    tasks = ["open_drawer", "stack_block", "lift_red_block_drawer"]
+    first = [demonstration_job(i, 7, tasks, chains=chains) for i in range(12)]
+    assert first == [demonstration_job(i, 7, tasks, chains=chains) for i in range(12)]
+    assert first != [demonstration_job(i, 8, tasks, chains=chains) for i in range(12)]
+    assert {job.kind for job in first} == {"task", "chain"}
+    # Tasks that need a held block run after a lift; a drawer lift starts with the block in the drawer.
+    assert all(setup and setup[-1].startswith("lift_") for _, setup in task_routes("stack_block"))
+    assert all(state["red_block"] == "drawer" and not setup for state, setup in task_routes("lift_red_block_drawer"))
+
+
+def test_env_renders_the_requested_camera_sizes():
+    with PlayTableEnv(camera_sizes={"static": 64, "gripper": 32}) as env:
+        images = env.reset()["rgb_obs"]
+        assert images["rgb_static"].shape == (64, 64, 3) and images["rgb_gripper"].shape == (32, 32, 3)
+    with PlayTableEnv() as env:  # CALVIN's sizes stay the default
+        images = env.reset()["rgb_obs"]
+        assert images["rgb_static"].shape == (200, 200, 3) and images["rgb_gripper"].shape == (84, 84, 3)
+    with pytest.raises(ValueError, match="unknown cameras"):
+        PlayTableEnv(camera_sizes={"wrist": 64})
+    with pytest.raises(ValueError, match="between 8 and 1024"):
+        PlayTableEnv(camera_sizes={"static": 4})
