@@ -22,13 +22,15 @@ Python use (what the demo calls)::
 
     from eval.collect import CollectConfig, collect
     report = collect(CollectConfig(out=Path("data/demo"), episodes=200, static_size=128, gripper_size=64, workers=2))
-    report.lerobot_root  # -> data/demo/lerobot
+    report = collect("data/demo", episodes_per_task=20, tasks=["open_drawer", "turn_on_led"], overwrite=True)
+    report.lerobot_root  # -> data/demo/lerobot (train on this); report.to_json() is collect_report.json
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import logging
 import shutil
@@ -60,6 +62,7 @@ class CollectConfig:
     out: Path
     episodes: int = 100
     tasks: Sequence[str] | None = None  # None: all 34
+    episodes_per_task: int | None = None  # instead of ``episodes``: stop when every task has this many
     seed: int = 0
     workers: int = 1
     chain_fraction: float = 0.5
@@ -72,7 +75,7 @@ class CollectConfig:
     randomize: bool = True
     max_steps: int = EP_LEN
     tail_steps: int = TAIL_STEPS
-    max_jobs: int | None = None  # give up after this many jobs (default: 5 per wanted episode + 50)
+    max_jobs: int | None = None  # give up after this many jobs (default: see max_jobs())
     overwrite: bool = False
     progress: bool = True
     renderer: str = "tiny"
@@ -100,6 +103,10 @@ class CollectConfig:
                 raise ValueError(f"{name} must be a multiple of 8 between 16 and 512 pixels, got {size}")
         if self.noise < 0:
             raise ValueError(f"noise must be >= 0, got {self.noise}")
+        if self.episodes_per_task is not None:
+            if self.episodes_per_task < 1:
+                raise ValueError(f"episodes_per_task must be >= 1, got {self.episodes_per_task}")
+            self.episodes = self.episodes_per_task * len(self.task_list)
 
     @property
     def task_list(self) -> list[str]:
@@ -118,7 +125,8 @@ class CollectReport:
     jobs: int
     env_steps: int
     seconds: float
-    attempted: dict[str, int]
+    attempted: dict[str, int]  # subtasks run that were wanted as demonstrations
+    succeeded: dict[str, int]  # of those, the successful ones (kept, or dropped over a task's quota)
     kept: dict[str, int]
     episode_list: list[dict[str, Any]]
     config: dict[str, Any]
@@ -128,7 +136,8 @@ class CollectReport:
             task: {
                 "attempted": self.attempted.get(task, 0),
                 "kept": self.kept.get(task, 0),
-                "success_rate": round(self.kept.get(task, 0) / self.attempted[task], 4)
+                "succeeded": self.succeeded.get(task, 0),
+                "success_rate": round(self.succeeded.get(task, 0) / self.attempted[task], 4)
                 if self.attempted.get(task)
                 else None,
             }
@@ -160,7 +169,7 @@ def instruction_for(task: str, seed: int, job_index: int, position: int, paraphr
 def demonstration_jobs(config: CollectConfig, limit: int | None = None) -> Iterator[Job]:
     """The jobs ``collect`` runs, in order (job ``i`` depends only on ``config.seed`` and ``i``)."""
     chains = load_standard_chains() if config.chain_fraction > 0 else []
-    for index in range(limit if limit is not None else config.max_jobs or 5 * config.episodes + 50):
+    for index in range(limit if limit is not None else max_jobs(config)):
         yield demonstration_job(
             index,
             config.seed,
@@ -169,6 +178,14 @@ def demonstration_jobs(config: CollectConfig, limit: int | None = None) -> Itera
             chains=chains,
             variants=tuple(config.variants),
         )
+
+
+def max_jobs(config: CollectConfig) -> int:
+    """How many jobs ``collect`` runs at most before giving up on reaching its episode count."""
+    if config.max_jobs is not None:
+        return config.max_jobs
+    per_episode = 10 if config.episodes_per_task is not None else 5  # quotas discard surplus episodes
+    return per_episode * config.episodes + 50
 
 
 def run_settings(config: CollectConfig) -> RunSettings:
@@ -205,10 +222,20 @@ def _prepare_out(config: CollectConfig) -> tuple[Path, Path | None]:
     return lerobot_root, calvin_root
 
 
-def collect(config: CollectConfig) -> CollectReport:
-    """Run experts until ``config.episodes`` successful episodes are written; see the module docstring."""
+def collect(config: CollectConfig | str | Path, **settings: Any) -> CollectReport:
+    """Run experts until ``config.episodes`` successful episodes are written; see the module docstring.
+
+    ``collect(CollectConfig(out=..., ...))`` or, equivalently, ``collect(out, **CollectConfig fields)``.
+    With ``episodes_per_task`` an episode is kept only while its task has fewer than that many, and
+    collection stops when every task has them (a balanced dataset).
+    """
     from tqdm.auto import tqdm
 
+    if not isinstance(config, CollectConfig):
+        config = CollectConfig(out=Path(config), **settings)
+    elif settings:
+        config = dataclasses.replace(config, **settings)
+    quota = config.episodes_per_task
     lerobot_root, calvin_root = _prepare_out(config)
     paraphrases = task_instructions("training")
     lerobot = LeRobotWriter(
@@ -216,6 +243,7 @@ def collect(config: CollectConfig) -> CollectReport:
     )
     calvin = CalvinFormatWriter(calvin_root) if calvin_root is not None else None
     attempted: Counter[str] = Counter()
+    succeeded: Counter[str] = Counter()
     kept: Counter[str] = Counter()
     episode_list: list[dict[str, Any]] = []
     frames = env_steps = jobs_run = 0
@@ -226,11 +254,13 @@ def collect(config: CollectConfig) -> CollectReport:
         for result in results:
             jobs_run += 1
             env_steps += result.env_steps
-            _count(result, attempted)
+            _count(result, attempted, succeeded)
             for position, outcome in enumerate(result.outcomes):
                 if outcome.episode is None or len(episode_list) >= config.episodes:
                     continue
                 episode = outcome.episode
+                if quota is not None and kept[episode.task] >= quota:
+                    continue
                 instruction = instruction_for(episode.task, config.seed, result.job.index, position, paraphrases)
                 index = lerobot.add(episode, instruction)
                 if calvin is not None:
@@ -265,6 +295,7 @@ def collect(config: CollectConfig) -> CollectReport:
         env_steps=env_steps,
         seconds=time.perf_counter() - started,
         attempted=dict(attempted),
+        succeeded=dict(succeeded),
         kept=dict(kept),
         episode_list=episode_list,
         config={k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()},
@@ -273,10 +304,11 @@ def collect(config: CollectConfig) -> CollectReport:
     return report
 
 
-def _count(result: JobResult, attempted: Counter[str]) -> None:
+def _count(result: JobResult, attempted: Counter[str], succeeded: Counter[str]) -> None:
     for position, outcome in enumerate(result.outcomes):
         if result.job.record[position]:
             attempted[outcome.task] += 1
+            succeeded[outcome.task] += outcome.success
 
 
 def _episode_entry(index: int, episode: Episode, instruction: str, job: Job, position: int) -> dict[str, Any]:
@@ -293,14 +325,18 @@ def _episode_entry(index: int, episode: Episode, instruction: str, job: Job, pos
         "scene_seed": job.scene_seed,
         "expert_seed": job.expert_seed,
         "start_state": job.state,
+        # Digests of what was recorded: equal digests, equal episodes (reproducibility checks).
         "actions_sha": _digest(episode.actions),
+        "frames_sha": _digest(episode.static, episode.gripper),
     }
 
 
-def _digest(array: np.ndarray) -> str:
-    import hashlib
-
-    return hashlib.sha256(np.ascontiguousarray(array, dtype=np.float64).tobytes()).hexdigest()[:16]
+def _digest(*arrays: np.ndarray | None) -> str:
+    digest = hashlib.sha256()
+    for array in arrays:
+        if array is not None:
+            digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
 
 
 # --- command line --------------------------------------------------------------------------------
@@ -310,6 +346,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder (lerobot/, calvin/, report)")
     parser.add_argument("--episodes", type=int, default=100, help="successful episodes to write (default 100)")
     parser.add_argument("--tasks", nargs="+", metavar="TASK", help="only these CALVIN tasks (default: all 34)")
+    parser.add_argument(
+        "--episodes-per-task", type=int, help="instead of --episodes: this many episodes of every task (balanced)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1, help="parallel processes, one simulator each")
     parser.add_argument(
@@ -334,6 +373,7 @@ def config_from_args(args: argparse.Namespace) -> CollectConfig:
     return CollectConfig(
         out=args.out,
         episodes=args.episodes,
+        episodes_per_task=args.episodes_per_task,
         tasks=args.tasks,
         seed=args.seed,
         workers=args.workers,
@@ -359,7 +399,7 @@ def run(args: argparse.Namespace) -> int:
         f"({summary['episodes_per_minute']} episodes/min, {summary['env_steps_per_second']} env steps/s); "
         f"report: {report.out / REPORT_NAME}"
     )
-    return 0 if report.episodes == args.episodes else 1
+    return 0 if report.episodes == report.config["episodes"] else 1
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -1,11 +1,11 @@
 """Running jobs in worker processes, one PlayTable environment per process, results in job order.
 
 PlayTable runs many environments per process, but pybullet steps on one core, so parallel
-collection uses processes. Each worker builds its environment (per scene variant and camera
-sizes) and its expert once and reuses them for every job it gets; a job resets the scene and
-reseeds the expert, so its result depends on the job alone - not on the worker, nor on what the
-worker ran before (tests check this). Results come back in job order, with a bounded number of
-jobs in flight, so a consumer can stop as soon as it has enough.
+collection uses processes. Each worker keeps one expert and builds a new environment for every job
+(see :class:`JobRunner`); a job resets the scene and reseeds the expert, so its result depends on
+the job alone - not on the worker, nor on what the worker ran before (tests check this). Results
+come back in job order, with a bounded number of jobs in flight, so a consumer can stop as soon as
+it has enough.
 
 Workers start with ``forkserver`` (forking a parent that already runs torch or BLAS threads is
 unsafe); as with any multiprocessing, a calling script needs an ``if __name__ == "__main__":`` guard.
@@ -41,24 +41,30 @@ class RunSettings:
 
 
 class JobRunner:
-    """Environments (one per scene variant) and an expert, kept for all the jobs of one process."""
+    """Runs jobs one after another in one process: a new environment per job, one expert for all.
+
+    pybullet keeps contact caches across a reset, so a reset in an environment that has run other
+    jobs settles about 1e-5 m differently from one in a new environment - enough to flip edge pixels
+    in rendered frames. A job therefore gets a new environment (about 0.1 s, a few percent of a job),
+    which makes its episodes a function of the job alone, whichever worker runs it after what.
+    """
 
     def __init__(self, settings: RunSettings) -> None:
         self.settings = settings
-        self.envs: dict[str, PlayTableEnv] = {}
+        self.env: PlayTableEnv | None = None
         self.expert = ScriptedExpert(randomize=settings.randomize, noise=settings.noise)
         self.oracle = TaskOracle()
 
-    def env(self, variant: str) -> PlayTableEnv:
-        if variant not in self.envs:
-            sizes = {"static": self.settings.static_size, "gripper": self.settings.gripper_size}
-            self.envs[variant] = PlayTableEnv(variant=variant, renderer=self.settings.renderer, camera_sizes=sizes)
-        return self.envs[variant]
+    def new_env(self, variant: str) -> PlayTableEnv:
+        self.close()
+        sizes = {"static": self.settings.static_size, "gripper": self.settings.gripper_size}
+        self.env = PlayTableEnv(variant=variant, renderer=self.settings.renderer, camera_sizes=sizes)
+        return self.env
 
     def __call__(self, job: Job) -> JobResult:
         s = self.settings
         return run_job(
-            self.env(job.variant),
+            self.new_env(job.variant),
             self.expert,
             job,
             self.oracle,
@@ -69,9 +75,9 @@ class JobRunner:
         )
 
     def close(self) -> None:
-        for env in self.envs.values():
-            env.close()
-        self.envs.clear()
+        if self.env is not None:
+            self.env.close()
+            self.env = None
 
 
 _WORKER: JobRunner | None = None
@@ -130,4 +136,5 @@ def run_jobs(
     finally:
         for future in pending:
             future.cancel()
-        pool.shutdown(wait=True, cancel_futures=True)
+        # Jobs already running finish in the background; the caller need not wait for results it dropped.
+        pool.shutdown(wait=False, cancel_futures=True)
