@@ -7,10 +7,13 @@ moved). Each plan is one simple, repeatable way of doing its task, as a person w
 it:
 
 * grasps come from above with the fingers across the block's width; lifts rise a few centimetres;
-* pushes use the closed fingers' broad side; the door, drawer, button and switch are pushed or
-  pulled at their handles (:func:`envs.playtable` exposes them as landmarks);
-* moves between places rise to a safe height first and leave the cabinet or the drawer the way
-  they came in, so long chains do not sweep through furniture;
+* pushes use the closed fingers with the hand at its neutral yaw (the 22 cm wide hand then stays
+  clear of the cabinet); the door, drawer, button and switch are pushed or pulled at their handles
+  (the environment's landmarks);
+* moves between places rise to a safe height first (above the switch knob when passing it) and
+  leave the cabinet the way they came in, so long chains do not sweep through furniture;
+* a task that finds the scene left mid-way by the previous subtask finishes that first: a door
+  standing part-way is pushed off the block to lift, a block still in the hand is set down;
 * randomisation (``ctx.jitter``) moves waypoints by millimetres to centimetres and varies speeds,
   turn angles and gripper waits, so demonstrations differ while staying equally clean.
 
