@@ -91,7 +91,7 @@ PRESETS: dict[str, ModelPreset] = {
             max_position_embeddings=4096,
             rope_theta=10_000.0,
             attention_dropout=0.0,
-            vq=_vq(base=32, mult=(1, 2, 2, 4), res=1, attn=(), embed=4),
+            vq=_vq(base=32, mult=(1, 1, 2, 2), res=1, attn=(), embed=4),
             description="~1.6 M-parameter decoder and a small VQ; trains on 2 CPU cores (tests, CPU demo)",
         ),
         ModelPreset(

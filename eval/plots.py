@@ -42,3 +42,26 @@ def success_per_task(per_task: dict[str, dict[str, float]], out: str | Path, tit
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return Path(out)
+
+
+def success_per_task_compare(rows: dict[str, dict[str, dict[str, float]]], out: str | Path, title: str = "") -> Path:
+    """Grouped bars: success of each task for several policies (e.g. the trained VLA vs. random)."""
+    import numpy as np
+
+    names = sorted({t for per in rows.values() for t in per})
+    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(names) + 2), 3.6))
+    width = 0.8 / max(len(rows), 1)
+    for k, (label, per) in enumerate(rows.items()):
+        vals = [100 * per.get(t, {}).get("success_rate", 0.0) for t in names]
+        ax.bar(np.arange(len(names)) + k * width, vals, width, label=label)
+    ax.set_xticks(
+        np.arange(len(names)) + width * (len(rows) - 1) / 2, labels=names, rotation=40, ha="right", fontsize=7
+    )
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("success (%)")
+    ax.legend()
+    ax.set_title(title or "single-task success")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return Path(out)

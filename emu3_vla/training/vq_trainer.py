@@ -49,6 +49,8 @@ class VQTrainConfig:
     gan_start: int = 1000
     perceptual_weights: str | None = None
     dead_code_every: int = 100
+    ae_warmup: int = 0  # first steps train a plain autoencoder (no quantisation); the codebook then
+    #                     starts from k-means of its latents: much faster than learning both at once
     seed: int = 0
     eval_every: int = 500
     progress: bool = True
@@ -161,10 +163,26 @@ class VQTrainer:
         return z + (e - z).detach(), vq_loss, codes
 
     @torch.no_grad()
-    def _init_codebook(self, z: torch.Tensor) -> None:
+    def _init_codebook(self, z: torch.Tensor, kmeans_iters: int = 0) -> None:
+        """Codebook from encoder outputs: random picks, refined by a few k-means iterations."""
         flat = z.permute(0, 1, 3, 4, 2).reshape(-1, z.shape[2])
         idx = torch.randint(len(flat), (self.vision.codebook_size,))
-        self.vq.quantize.embedding.weight.copy_(flat[idx] + 1e-3 * torch.randn_like(flat[idx]))
+        codebook = flat[idx] + 1e-3 * torch.randn_like(flat[idx])
+        for _ in range(kmeans_iters):
+            assign = torch.cdist(flat, codebook).argmin(1)
+            sums = torch.zeros_like(codebook).index_add_(0, assign, flat)
+            counts = torch.bincount(assign, minlength=len(codebook)).float()
+            codebook = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], codebook)
+        self.vq.quantize.embedding.weight.copy_(codebook)
+
+    @torch.no_grad()
+    def _latents_for_kmeans(self, batches: int = 8) -> torch.Tensor:
+        return torch.cat(
+            [
+                self.vision.encode_latents(to_pixels(self.pool.crops(self.cfg.batch_size, self.cfg.crop), self.device))
+                for _ in range(batches)
+            ]
+        )
 
     @torch.no_grad()
     def _restart_dead_codes(self) -> int:
@@ -182,9 +200,13 @@ class VQTrainer:
         images = self.pool.crops(cfg.batch_size, cfg.crop)
         x = to_pixels(images, self.device)
         z = self.vision.encode_latents(x)
-        if step == 0 and not cfg.init:
-            self._init_codebook(z.detach())
-        zq, vq_loss, codes = self._quantize(z)
+        warming = step < cfg.ae_warmup and not cfg.init
+        if step == cfg.ae_warmup and not cfg.init:
+            self._init_codebook(self._latents_for_kmeans(), kmeans_iters=10 if cfg.ae_warmup else 0)
+        if warming:  # continuous latents straight into the decoder
+            zq, vq_loss, codes = z, torch.zeros((), device=z.device), self.vision.nearest_codes(z.detach())
+        else:
+            zq, vq_loss, codes = self._quantize(z)
         recon = self.vision.decode_latents(zq, still=True)
         rec_loss = F.mse_loss(recon, x)
         loss = rec_loss + vq_loss
@@ -212,7 +234,7 @@ class VQTrainer:
             counts = torch.bincount(codes.flatten(), minlength=self.vision.codebook_size).float()
             self.usage.mul_(0.99).add_(counts, alpha=0.01)
             self.recent = z.detach().permute(0, 1, 3, 4, 2).reshape(-1, z.shape[2])
-        if cfg.dead_code_every and (step + 1) % cfg.dead_code_every == 0 and step + 1 < cfg.steps * 0.8:
+        if not warming and cfg.dead_code_every and (step + 1) % cfg.dead_code_every == 0 and step + 1 < cfg.steps * 0.8:
             out["restarted"] = float(self._restart_dead_codes())
         out["used_codes"] = float((counts > 0).sum())
         return out

@@ -1,0 +1,364 @@
+"""``emu3-vla demo``: the product's main job on CPU defaults, one command, every stage cached.
+
+collect expert demonstrations -> fit FAST -> train the tiny VQ tokenizer -> build the token cache
+-> train the tiny VLA -> evaluate it in closed loop (single-task suite over the trained tasks and
+CALVIN chains) next to a random policy -> write ``results.json``, ``loss.png``,
+``success_per_task.png`` and rollout mp4s into the run folder and print a summary.
+
+Every stage writes ``stage.json`` with a key that hashes its settings and the keys of the stages it
+reads. A rerun skips each stage whose key still matches (re-running is cheap), redoes a stage whose
+settings changed (and therefore everything after it), and resumes a stage that was interrupted where
+the stage supports it (training resumes from its last checkpoint, evaluation from its chain log).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+class Stage:
+    """A cached step of the pipeline: ``folder`` holds its output and ``stage.json`` its key."""
+
+    def __init__(self, name: str, folder: Path, settings: dict[str, Any], upstream: list[Stage] = ()) -> None:
+        self.name = name
+        self.folder = folder
+        payload = json.dumps({"settings": settings, "upstream": [u.key for u in upstream]}, sort_keys=True)
+        self.key = hashlib.sha256(payload.encode()).hexdigest()[:16]
+        self.settings = settings
+
+    @property
+    def marker(self) -> Path:
+        return self.folder / "stage.json"
+
+    def done(self) -> bool:
+        if not self.marker.is_file():
+            return False
+        try:
+            return json.loads(self.marker.read_text()).get("key") == self.key
+        except json.JSONDecodeError:
+            return False
+
+    def run(self, work: Callable[[], dict[str, Any] | None], *, resumable: bool = False) -> dict[str, Any]:
+        """Run ``work`` unless cached; a stale folder (other key) is wiped first unless ``resumable``
+        says the stage continues its own partial output (only when the key is the one it had)."""
+        if self.done():
+            info = json.loads(self.marker.read_text())
+            print(f"[demo] {self.name}: cached ({self.folder})")
+            return info.get("result", {})
+        started = self.folder / "stage.started.json"
+        same_attempt = started.is_file() and json.loads(started.read_text()).get("key") == self.key
+        if self.folder.exists() and not (resumable and same_attempt):
+            shutil.rmtree(self.folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        started.write_text(json.dumps({"key": self.key}) + "\n")
+        print(f"[demo] {self.name}: running -> {self.folder}")
+        t0 = time.perf_counter()
+        result = work() or {}
+        seconds = round(time.perf_counter() - t0, 1)
+        self.marker.write_text(
+            json.dumps(
+                {"key": self.key, "settings": self.settings, "seconds": seconds, "result": result},
+                indent=2,
+                default=str,
+            )
+            + "\n"
+        )
+        print(f"[demo] {self.name}: done in {seconds:.0f} s")
+        return result
+
+
+def _views(cfg: DictConfig) -> dict[str, int]:
+    return {"static": int(cfg.views.static), "gripper": int(cfg.views.gripper)}
+
+
+def stage_collect(cfg: DictConfig, run_dir: Path) -> Stage:
+    settings = {
+        "tasks": list(cfg.tasks),
+        "episodes_per_task": int(cfg.collect.episodes_per_task),
+        "views": _views(cfg),
+        "noise": float(cfg.collect.noise),
+        "seed": int(cfg.seed),
+    }
+    return Stage("collect demonstrations", run_dir / "data", settings)
+
+
+def run_collect(cfg: DictConfig, stage: Stage) -> dict[str, Any]:
+    from eval.collect import CollectConfig, collect
+
+    report = collect(
+        CollectConfig(
+            out=stage.folder / "collect",
+            tasks=list(cfg.tasks),
+            episodes_per_task=int(cfg.collect.episodes_per_task),
+            workers=int(cfg.workers),
+            seed=int(cfg.seed),
+            static_size=int(cfg.views.static),
+            gripper_size=int(cfg.views.gripper),
+            noise=float(cfg.collect.noise),
+            overwrite=True,
+        )
+    ).to_json()
+    report.pop("episode_list", None)
+    return {"episodes": report["episodes"], "lerobot_root": report["lerobot_root"], "report": report}
+
+
+def train_overrides(cfg: DictConfig, run_dir: Path, data: Path, fast: Path, vq: Path, out: Path) -> list[str]:
+    """The demo's training run as overrides of ``emu3_vla/configs/train.yaml``."""
+    t = cfg.train
+    values: dict[str, Any] = {
+        "model": "tiny",
+        "model.vq": vq,
+        "data.root": data,
+        "data.action_tokenizer": fast,
+        "data.cache_dir": run_dir / "token_cache",
+        "data.frame_stride": int(t.frame_stride),
+        "data.cameras.static.size": int(cfg.views.static),
+        "data.cameras.gripper.size": int(cfg.views.gripper),
+        "run_dir": out,
+        "seed": int(cfg.seed),
+        "steps": int(t.steps),
+        "batch_size": int(t.batch_size),
+        "optim.lr": float(t.lr),
+        "schedule.warmup_steps": int(t.warmup_steps),
+        "checkpoint.every": int(t.checkpoint_every),
+        "wandb.mode": str(cfg.get("wandb", "disabled")),
+        "log_every": 25,
+    }
+    ablation = str(cfg.ablation)
+    if ablation == "no_vision_loss":
+        values["loss.vision_weight"] = 0.0
+    elif ablation == "one_frame":
+        values["sequence.frames"] = 1
+    elif ablation == "binning":
+        values["action_tokens"] = "binning"
+        values["data.action_tokenizer"] = None
+    elif ablation == "blind":
+        values["sequence.blind"] = "true"
+    elif ablation != "none":
+        raise ValueError(f"ablation must be none, no_vision_loss, one_frame, binning or blind; got {ablation!r}")
+    return [f"{k}={'null' if v is None else v}" for k, v in values.items()]
+
+
+def main(cfg: DictConfig) -> dict[str, Any]:
+    """Run (or resume) the demo described by ``cfg`` (the composed ``demo`` config)."""
+    from action_tokenizer import FastTokenizer
+    from emu3_vla.data.mapping import DataMapping
+    from emu3_vla.data.sources import open_dataset
+    from emu3_vla.training.config import load_config
+    from emu3_vla.training.data_prep import all_chunks
+    from emu3_vla.training.trainer import train
+    from eval.evaluate import EvalSettings, evaluate_chains, evaluate_tasks
+
+    t_start = time.perf_counter()
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "demo_config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+    collect = stage_collect(cfg, run_dir)
+    collected = collect.run(lambda: run_collect(cfg, collect))
+    data = Path(collected["lerobot_root"])
+    mapping = DataMapping.calvin(static=int(cfg.views.static), gripper=int(cfg.views.gripper))
+
+    fast = Stage("fit FAST", run_dir / "fast", {"scale": 10.0, "chunk": 10}, [collect])
+
+    def fit_fast() -> dict[str, Any]:
+        chunks = all_chunks(open_dataset(data, mapping), 10)
+        tok = FastTokenizer.fit(chunks, scale=10.0)
+        tok.save(fast.folder / "tokenizer")
+        lengths = [len(ids) for ids in tok.encode(chunks[:: max(len(chunks) // 2000, 1)])]
+        return {"chunks": len(chunks), "mean_tokens_per_chunk": sum(lengths) / len(lengths)}
+
+    fast_info = fast.run(fit_fast)
+
+    vq_cfg = OmegaConf.to_container(cfg.vq, resolve=True)
+    vq = Stage("train VQ tokenizer", run_dir / "vq", {**vq_cfg, "seed": int(cfg.seed)}, [collect])
+
+    def train_vq() -> dict[str, Any]:
+        from emu3_vla.cli import main as cli
+
+        overrides = [
+            f"data.root={data}",
+            f"out={vq.folder}",
+            f"data.cameras.static.size={cfg.views.static}",
+            f"data.cameras.gripper.size={cfg.views.gripper}",
+            f"seed={cfg.seed}",
+            *(f"{k}={v}" for k, v in vq_cfg.items()),
+        ]
+        if cli(["train-vq", *overrides]) != 0:
+            raise RuntimeError("train-vq failed")
+        return json.loads((vq.folder / "report.json").read_text())
+
+    vq_report = vq.run(train_vq)
+
+    ablation = str(cfg.ablation)
+    tag = "main" if ablation == "none" else ablation
+    overrides = train_overrides(cfg, run_dir, data, fast.folder / "tokenizer", vq.folder, run_dir / f"train_{tag}")
+    train_stage = Stage(f"train VLA ({tag})", run_dir / f"train_{tag}", {"overrides": overrides}, [collect, fast, vq])
+
+    def train_vla() -> dict[str, Any]:
+        result = train(load_config("train", overrides))
+        last = result.metrics[-1] if result.metrics else {}
+        return {
+            "checkpoint": str(result.final_checkpoint),
+            "final_loss": last.get("loss"),
+            "final_action_acc": last.get("action_acc"),
+        }
+
+    trained = train_stage.run(train_vla, resumable=True)
+    checkpoint = Path(trained["checkpoint"])
+
+    e = cfg.eval
+    eval_common = {"num_envs": int(e.envs), "workers": int(cfg.workers), "seed": int(cfg.seed), "progress": True}
+    suite = Stage(
+        f"evaluate single tasks ({tag})",
+        run_dir / f"eval_{tag}" / "tasks",
+        {"per_task": int(e.per_task), "tasks": list(cfg.tasks), "decoder": str(e.decoder)},
+        [train_stage],
+    )
+    suite_result = suite.run(
+        lambda: evaluate_tasks(
+            EvalSettings(
+                policy=str(checkpoint), out=suite.folder, decoder=str(e.decoder), videos=int(e.videos), **eval_common
+            ),
+            tasks=list(cfg.tasks),
+            per_task=int(e.per_task),
+        ),
+        resumable=True,
+    )
+    chains = Stage(
+        f"evaluate chains ({tag})",
+        run_dir / f"eval_{tag}" / "chains",
+        {"chains": int(e.chains), "decoder": str(e.decoder)},
+        [train_stage],
+    )
+    chain_result = (
+        chains.run(
+            lambda: evaluate_chains(
+                EvalSettings(
+                    policy=str(checkpoint),
+                    out=chains.folder,
+                    decoder=str(e.decoder),
+                    videos=int(e.videos),
+                    **eval_common,
+                ),
+                num_chains=int(e.chains),
+            ),
+            resumable=True,
+        )
+        if int(e.chains) > 0
+        else {}
+    )
+    random_result: dict[str, Any] = {}
+    if bool(e.random_baseline):
+        rnd = Stage(
+            "evaluate random policy",
+            run_dir / "eval_random" / "tasks",
+            {"per_task": int(e.per_task), "tasks": list(cfg.tasks)},
+            [],
+        )
+        random_result = rnd.run(
+            lambda: evaluate_tasks(
+                EvalSettings(policy="random", out=rnd.folder, **eval_common),
+                tasks=list(cfg.tasks),
+                per_task=int(e.per_task),
+            ),
+            resumable=True,
+        )
+    return write_report(
+        cfg,
+        run_dir,
+        tag,
+        collected,
+        fast_info,
+        vq_report,
+        trained,
+        suite_result,
+        chain_result,
+        random_result,
+        time.perf_counter() - t_start,
+    )
+
+
+def write_report(
+    cfg, run_dir: Path, tag: str, collected, fast_info, vq_report, trained, suite, chains, random, seconds: float
+) -> dict[str, Any]:
+    from eval.plots import success_per_task_compare
+
+    report = {
+        "ablation": str(cfg.ablation),
+        "tasks": list(cfg.tasks),
+        "seconds": round(seconds, 1),
+        "data": collected,
+        "fast": fast_info,
+        "vq": vq_report,
+        "training": trained,
+        "single_task": {
+            "sr@1": suite.get("sr@1"),
+            "per_task": suite.get("per_task"),
+            "malformed_decodes": suite.get("malformed_decodes"),
+        },
+        "random_single_task": {"sr@1": random.get("sr@1"), "per_task": random.get("per_task")} if random else None,
+        "chains": {
+            k: chains.get(k) for k in ("chains", "sr@1", "sr@2", "sr@3", "sr@4", "sr@5", "avg_len", "malformed_decodes")
+        }
+        if chains
+        else None,
+    }
+    name = "results.json" if tag == "main" else f"results_{tag}.json"
+    (run_dir / name).write_text(json.dumps(report, indent=2, default=str) + "\n")
+    loss_png = Path(trained["checkpoint"]).parents[2] / "loss.png"
+    if loss_png.is_file():
+        shutil.copyfile(loss_png, run_dir / ("loss.png" if tag == "main" else f"loss_{tag}.png"))
+    bars = {tag: suite.get("per_task", {})}
+    if random:
+        bars["random"] = random.get("per_task", {})
+    success_per_task_compare(
+        bars, run_dir / ("success_per_task.png" if tag == "main" else f"success_per_task_{tag}.png")
+    )
+    videos = run_dir / "videos"
+    videos.mkdir(exist_ok=True)
+    for folder in (run_dir / f"eval_{tag}" / "tasks" / "videos", run_dir / f"eval_{tag}" / "chains" / "videos"):
+        for mp4 in sorted(folder.glob("*.mp4")) if folder.is_dir() else []:
+            shutil.copyfile(mp4, videos / f"{tag}_{folder.parent.name}_{mp4.name}")
+    print_summary(report, run_dir, name)
+    return report
+
+
+def print_summary(report: dict[str, Any], run_dir: Path, name: str) -> None:
+    suite = report["single_task"]
+    print("\n=== emu3-vla demo ===")
+    tokens = report["fast"].get("mean_tokens_per_chunk", 0)
+    psnr = report["vq"].get("psnr_static", float("nan"))
+    print(
+        f"data: {report['data'].get('episodes')} expert episodes; FAST {tokens:.1f} tokens/chunk; "
+        f"VQ PSNR static {psnr:.1f} dB"
+    )
+    print(
+        f"training: final loss {report['training'].get('final_loss')}, action token accuracy "
+        f"{report['training'].get('final_action_acc')}"
+    )
+    rnd = report.get("random_single_task") or {}
+    print(f"{'task':24s} {'policy':>8s} {'random':>8s}")
+    for task, e in (suite.get("per_task") or {}).items():
+        r = (rnd.get("per_task") or {}).get(task, {}).get("success_rate")
+        print(f"{task:24s} {100 * e['success_rate']:7.0f}% {'' if r is None else f'{100 * r:7.0f}%':>8s}")
+    print(
+        f"single-task SR@1 over the trained tasks: {100 * (suite.get('sr@1') or 0):.1f}%"
+        + (f" (random: {100 * (rnd.get('sr@1') or 0):.1f}%)" if rnd else "")
+    )
+    if report.get("chains"):
+        c = report["chains"]
+        print(f"CALVIN chains: {c['chains']} chains, avg len {c['avg_len']:.2f}, SR@1 {100 * c['sr@1']:.0f}%")
+    print(f"files: {run_dir / name}, {run_dir / 'loss.png'}, {run_dir / 'success_per_task.png'}, {run_dir / 'videos'}/")
+    print(f"total {report['seconds'] / 60:.1f} min")
