@@ -47,7 +47,13 @@ from eval.chains import load_standard_chains
 from eval.collect_jobs import Job, demonstration_job, derive_seed
 from eval.collect_pool import RunSettings, run_jobs
 from eval.collect_rollout import EP_LEN, TAIL_STEPS, Episode, JobResult
-from eval.collect_writers import VIDEO_CODEC, VIDEO_TOLERANCE, CalvinFormatWriter, LeRobotWriter
+from eval.collect_writers import (
+    MAX_EPISODE_FRAMES,
+    VIDEO_CODEC,
+    VIDEO_TOLERANCE,
+    CalvinFormatWriter,
+    LeRobotWriter,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +105,8 @@ class CollectConfig:
             raise ValueError(f"unknown scene variants {bad or '(none given)'}; choose from {list(VARIANTS)}")
         for name in ("static_size", "gripper_size"):
             size = getattr(self, name)
-            if not 16 <= size <= 512 or size % 8:
-                raise ValueError(f"{name} must be a multiple of 8 between 16 and 512 pixels, got {size}")
+            if not isinstance(size, int) or not 16 <= size <= 512 or size % 2:
+                raise ValueError(f"{name} must be an even number of pixels between 16 and 512 (video), got {size}")
         if self.noise < 0:
             raise ValueError(f"noise must be >= 0, got {self.noise}")
         if self.episodes_per_task is not None:
@@ -239,7 +245,11 @@ def collect(config: CollectConfig | str | Path, **settings: Any) -> CollectRepor
     lerobot_root, calvin_root = _prepare_out(config)
     paraphrases = task_instructions("training")
     lerobot = LeRobotWriter(
-        lerobot_root, static_size=config.static_size, gripper_size=config.gripper_size, video=config.video
+        lerobot_root,
+        static_size=config.static_size,
+        gripper_size=config.gripper_size,
+        video=config.video,
+        max_episode_frames=max(MAX_EPISODE_FRAMES, config.max_steps + config.tail_steps + 1),
     )
     calvin = CalvinFormatWriter(calvin_root) if calvin_root is not None else None
     attempted: Counter[str] = Counter()

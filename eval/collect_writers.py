@@ -51,6 +51,8 @@ STATE_NAMES = [
     "gripper_action",
 ]
 ACTION_NAMES = ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"]
+#: Longest episode the video encoder's queue holds (a subtask's 360 steps plus its tail, with room).
+MAX_EPISODE_FRAMES = 1024
 STATIC_KEY = "observation.images.static"
 GRIPPER_KEY = "observation.images.gripper"
 
@@ -75,6 +77,7 @@ def _quiet_encoders() -> None:
     tracebacks, that torchcodec finds no system FFmpeg; videos are written and read with PyAV here.
     """
     logging.getLogger("lerobot.utils.import_utils").setLevel(logging.ERROR)
+    logging.getLogger("lerobot.configs.video").setLevel(logging.WARNING)  # "Using video codec: ..." per config
     try:
         import av.logging
 
@@ -102,6 +105,7 @@ class LeRobotWriter:
         gripper_size: int = 84,
         video: bool = True,
         fps: int = FPS,
+        max_episode_frames: int = MAX_EPISODE_FRAMES,
     ) -> None:
         _quiet_encoders()
         from lerobot.configs.video import RGBEncoderConfig
@@ -113,7 +117,17 @@ class LeRobotWriter:
         self.repo_id = repo_id or f"local/{self.root.name}"
         self.static_size, self.gripper_size = static_size, gripper_size
         self.video = video
-        options = {"rgb_encoder": RGBEncoderConfig(**VIDEO_CODEC), "streaming_encoding": True} if video else {}
+        self.max_episode_frames = max_episode_frames
+        options: dict = {}
+        if video:
+            # lerobot's streaming encoder drops frames (with a warning) when its queue is full - fine for
+            # a live camera, fatal for a dataset whose table rows must match its video frames. A queue
+            # that holds a whole episode can never be full: save_episode() waits for the encoder.
+            options = {
+                "rgb_encoder": RGBEncoderConfig(**VIDEO_CODEC),
+                "streaming_encoding": True,
+                "encoder_queue_maxsize": max_episode_frames,
+            }
         self.dataset = LeRobotDataset.create(
             self.repo_id,
             fps=fps,
@@ -129,6 +143,11 @@ class LeRobotWriter:
         """Append one episode; returns its index in the dataset."""
         if episode.static is None or episode.gripper is None:
             raise ValueError("the episode was recorded without frames (record_frames=False); a dataset needs them")
+        if len(episode) > self.max_episode_frames:
+            raise ValueError(
+                f"episode of {len(episode)} frames is longer than max_episode_frames={self.max_episode_frames}; "
+                "create the writer with a larger max_episode_frames"
+            )
         expected = {STATIC_KEY: self.static_size, GRIPPER_KEY: self.gripper_size}
         for key, frames in ((STATIC_KEY, episode.static), (GRIPPER_KEY, episode.gripper)):
             if frames.shape[1:] != (expected[key], expected[key], 3):

@@ -151,7 +151,8 @@ def test_existing_collection_is_not_overwritten_by_accident(collected):
     ("overrides", "message"),
     [
         ({"tasks": ["open_drawer", "fly_away"]}, "fly_away"),
-        ({"static_size": 50}, "multiple of 8"),
+        ({"static_size": 51}, "even number"),
+        ({"gripper_size": 8}, "between 16 and 512"),
         ({"chain_fraction": 1.5}, "chain_fraction"),
         ({"episodes": 0}, "episodes"),
         ({"variants": ("E",)}, "variants"),
@@ -160,6 +161,12 @@ def test_existing_collection_is_not_overwritten_by_accident(collected):
 def test_bad_settings_are_refused_with_a_reason(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         small_config(tmp_path / "x", **overrides)
+
+
+def test_defaults_are_calvins_sizes_and_valid(tmp_path):
+    config = CollectConfig(out=tmp_path / "defaults")
+    assert (config.static_size, config.gripper_size, config.video) == (200, 84, True)
+    assert len(config.task_list) == 34 and config.episodes == 100
 
 
 def test_command_line_maps_to_the_config(tmp_path):
