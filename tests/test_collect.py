@@ -205,3 +205,39 @@ def test_env_renders_the_requested_camera_sizes():
         PlayTableEnv(camera_sizes={"wrist": 64})
     with pytest.raises(ValueError, match="between 8 and 1024"):
         PlayTableEnv(camera_sizes={"static": 4})
+
+
+def test_long_episodes_keep_every_video_frame(tmp_path):
+    """lerobot's streaming encoder drops frames when its queue fills; the writer's queue holds an episode."""
+    import av
+
+    from eval.collect_rollout import Episode
+    from eval.collect_writers import LeRobotWriter
+
+    steps = 400
+    t = np.arange(steps)
+    static = np.zeros((steps, 200, 200, 3), np.uint8)
+    static[..., 0] = (np.arange(200)[None, :, None] + t[:, None, None]) % 256
+    static[:, 50:90, :, 1] = 200
+    gripper = np.repeat(static[:, ::2, ::2][:, 8:92, 8:92], 1, axis=0).copy()
+    episode = Episode(
+        task="open_drawer",
+        static=static,
+        gripper=gripper,
+        robot_obs=np.zeros((steps, 15)),
+        scene_obs=np.zeros((steps, 24)),
+        actions=np.tile(np.array([0.1, 0, 0, 0, 0, 0, 1.0]), (steps, 1)),
+        abs_actions=np.zeros((steps, 7)),
+        success_step=steps,
+    )
+    writer = LeRobotWriter(tmp_path / "long", static_size=200, gripper_size=84)
+    # A starved encoder thread (busy CPUs) makes lerobot drop frames once its queue is full; the queue
+    # must therefore hold a whole episode (lerobot's default holds 30 frames, one second).
+    encoder = writer.dataset.writer._streaming_encoder
+    assert encoder is not None and encoder.queue_maxsize >= steps
+    writer.add(episode, "pull the handle to open the drawer")
+    writer.finalize()
+    for key in ("static", "gripper"):
+        (video,) = (tmp_path / "long" / "videos" / f"observation.images.{key}").rglob("*.mp4")
+        with av.open(str(video)) as container:
+            assert sum(1 for _ in container.decode(video=0)) == steps
