@@ -117,7 +117,7 @@ def train_overrides(cfg: DictConfig, run_dir: Path, data: Path, fast: Path, vq: 
     """The demo's training run as overrides of ``emu3_vla/configs/train.yaml``."""
     t = cfg.train
     values: dict[str, Any] = {
-        "model": "tiny",
+        "model": str(cfg.model),
         "model.vq": vq,
         "data.root": data,
         "data.action_tokenizer": fast,
@@ -182,7 +182,9 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     fast_info = fast.run(fit_fast)
 
     vq_cfg = OmegaConf.to_container(cfg.vq, resolve=True)
-    vq = Stage("train VQ tokenizer", run_dir / "vq", {**vq_cfg, "seed": int(cfg.seed)}, [collect])
+    vq = Stage(
+        "train VQ tokenizer", run_dir / "vq", {**vq_cfg, "seed": int(cfg.seed), "model": str(cfg.model)}, [collect]
+    )
 
     def train_vq() -> dict[str, Any]:
         from emu3_vla.cli import main as cli
@@ -193,6 +195,8 @@ def main(cfg: DictConfig) -> dict[str, Any]:
             f"data.cameras.static.size={cfg.views.static}",
             f"data.cameras.gripper.size={cfg.views.gripper}",
             f"seed={cfg.seed}",
+            f"preset={cfg.model}",
+            f"device={cfg.device}",
             *(f"{k}={v}" for k, v in vq_cfg.items()),
         ]
         if cli(["train-vq", *overrides]) != 0:
@@ -219,7 +223,18 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     checkpoint = Path(trained["checkpoint"])
 
     e = cfg.eval
-    eval_common = {"num_envs": int(e.envs), "workers": int(cfg.workers), "seed": int(cfg.seed), "progress": True}
+    device = str(cfg.device)
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    eval_common = {
+        "num_envs": int(e.envs),
+        "workers": int(cfg.workers),
+        "seed": int(cfg.seed),
+        "progress": True,
+        "device": device,
+    }
     suite = Stage(
         f"evaluate single tasks ({tag})",
         run_dir / f"eval_{tag}" / "tasks",

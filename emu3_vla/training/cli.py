@@ -94,7 +94,12 @@ def run_train_vq(args: argparse.Namespace) -> int:
     pool = FramePool(frames, held_out=float(cfg.held_out), seed=int(cfg.seed))
     known = set(VQTrainConfig.__dataclass_fields__)
     vq_cfg = VQTrainConfig(**{k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k in known})
-    trainer = VQTrainer(vq_cfg, pool)
+    device = str(cfg.device)
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    trainer = VQTrainer(vq_cfg, pool, device=device)
     report = trainer.fit()
     out = trainer.save(Path(cfg.out), report)
     print(json.dumps(report, indent=2))
