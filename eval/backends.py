@@ -18,12 +18,20 @@ class SetOracle:
 
 
 def make_env(
-    backend: str = "playtable", *, variant: str = "D", calvin_dataset: str | None = None, renderer: str = "tiny"
+    backend: str = "playtable",
+    *,
+    variant: str = "D",
+    calvin_dataset: str | None = None,
+    renderer: str = "tiny",
+    lazy_images: bool = True,
 ) -> Any:
+    """One simulator. ``lazy_images`` (playtable) renders cameras only when an observation's images
+    are read, so a policy that looks every 10th step pays for 1 render in 10 (calvin_env renders
+    every step regardless)."""
     if backend == "playtable":
         from envs import PlayTableEnv
 
-        return PlayTableEnv(variant=variant, renderer=renderer)
+        return PlayTableEnv(variant=variant, renderer=renderer, lazy_images=lazy_images)
     if backend == "calvin":
         from envs.calvin_backend import CalvinEnv, CalvinNotAvailable
 

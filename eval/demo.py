@@ -158,6 +158,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     from emu3_vla.training.config import load_config
     from emu3_vla.training.data_prep import all_chunks
     from emu3_vla.training.trainer import train
+    from envs import task_names
     from eval.evaluate import EvalSettings, evaluate_chains, evaluate_tasks
 
     t_start = time.perf_counter()
@@ -274,6 +275,23 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         if int(e.chains) > 0
         else {}
     )
+    untrained_result: dict[str, Any] = {}
+    untrained_tasks = [t for t in task_names() if t not in set(cfg.tasks)]
+    if int(e.get("untrained_per_task", 0)) > 0 and untrained_tasks:
+        other = Stage(
+            f"evaluate untrained tasks ({tag})",
+            run_dir / f"eval_{tag}" / "untrained",
+            {"per_task": int(e.untrained_per_task), "tasks": untrained_tasks, "decoder": str(e.decoder)},
+            [train_stage],
+        )
+        untrained_result = other.run(
+            lambda: evaluate_tasks(
+                EvalSettings(policy=str(checkpoint), out=other.folder, decoder=str(e.decoder), **eval_common),
+                tasks=untrained_tasks,
+                per_task=int(e.untrained_per_task),
+            ),
+            resumable=True,
+        )
     random_result: dict[str, Any] = {}
     if bool(e.random_baseline):
         rnd = Stage(
@@ -301,12 +319,60 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         suite_result,
         chain_result,
         random_result,
+        untrained_result,
         time.perf_counter() - t_start,
     )
 
 
+def task_table(
+    trained: list[str], suite: dict[str, Any], untrained: dict[str, Any], random: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """One row per CALVIN task (all 34, in CALVIN's order): whether the demo trained on it, the
+    policy's success rate and episode count, and the random policy's rate where it was measured."""
+    from envs import task_names
+
+    rows: dict[str, dict[str, Any]] = {}
+    for task in task_names():
+        measured = (suite.get("per_task") or {}).get(task) or (untrained.get("per_task") or {}).get(task)
+        rnd = ((random or {}).get("per_task") or {}).get(task)
+        rows[task] = {
+            "trained": task in trained,
+            "success_rate": None if measured is None else measured["success_rate"],
+            "episodes": 0 if measured is None else measured["attempts"],
+            "random_success_rate": None if rnd is None else rnd["success_rate"],
+        }
+    return rows
+
+
+def compare_runs(run_dir: Path) -> dict[str, Any]:
+    """SR@1 over the trained tasks of every variant evaluated in this run folder (the main run and
+    each ablation, next to the random policy), read from the ``results*.json`` files."""
+    rows: dict[str, Any] = {}
+    for path in sorted(run_dir.glob("results*.json")):
+        try:
+            r = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            continue
+        tag = "main" if r.get("ablation") == "none" else str(r.get("ablation"))
+        rows[tag] = (r.get("single_task") or {}).get("sr@1")
+        if r.get("random_single_task"):
+            rows["random"] = r["random_single_task"].get("sr@1")
+    return rows
+
+
 def write_report(
-    cfg, run_dir: Path, tag: str, collected, fast_info, vq_report, trained, suite, chains, random, seconds: float
+    cfg,
+    run_dir: Path,
+    tag: str,
+    collected,
+    fast_info,
+    vq_report,
+    trained,
+    suite,
+    chains,
+    random,
+    untrained,
+    seconds: float,
 ) -> dict[str, Any]:
     from eval.plots import success_per_task_compare
 
@@ -323,7 +389,11 @@ def write_report(
             "per_task": suite.get("per_task"),
             "malformed_decodes": suite.get("malformed_decodes"),
         },
+        "untrained_tasks": {"sr@1": untrained.get("sr@1"), "per_task": untrained.get("per_task")}
+        if untrained
+        else None,
         "random_single_task": {"sr@1": random.get("sr@1"), "per_task": random.get("per_task")} if random else None,
+        "table": task_table(list(cfg.tasks), suite, untrained, random),
         "chains": {
             k: chains.get(k) for k in ("chains", "sr@1", "sr@2", "sr@3", "sr@4", "sr@5", "avg_len", "malformed_decodes")
         }
@@ -331,6 +401,8 @@ def write_report(
         else None,
     }
     name = "results.json" if tag == "main" else f"results_{tag}.json"
+    (run_dir / name).write_text(json.dumps(report, indent=2, default=str) + "\n")
+    report["comparison"] = compare_runs(run_dir)
     (run_dir / name).write_text(json.dumps(report, indent=2, default=str) + "\n")
     loss_png = Path(trained["checkpoint"]).parents[2] / "loss.png"
     if loss_png.is_file():
@@ -364,14 +436,27 @@ def print_summary(report: dict[str, Any], run_dir: Path, name: str) -> None:
         f"{report['training'].get('final_action_acc')}"
     )
     rnd = report.get("random_single_task") or {}
-    print(f"{'task':24s} {'policy':>8s} {'random':>8s}")
-    for task, e in (suite.get("per_task") or {}).items():
-        r = (rnd.get("per_task") or {}).get(task, {}).get("success_rate")
-        print(f"{task:24s} {100 * e['success_rate']:7.0f}% {'' if r is None else f'{100 * r:7.0f}%':>8s}")
+    print(f"{'task':28s} {'trained':>7s} {'policy':>8s} {'random':>8s}")
+    for task, row in report["table"].items():
+        if row["success_rate"] is None:
+            continue
+
+        def pct(v: float | None) -> str:
+            return "" if v is None else f"{100 * v:.0f}%"
+
+        flag = "yes" if row["trained"] else ""
+        print(f"{task:28s} {flag:>7s} {pct(row['success_rate']):>8s} {pct(row['random_success_rate']):>8s}")
     print(
         f"single-task SR@1 over the trained tasks: {100 * (suite.get('sr@1') or 0):.1f}%"
         + (f" (random: {100 * (rnd.get('sr@1') or 0):.1f}%)" if rnd else "")
     )
+    if report.get("untrained_tasks"):
+        print(f"untrained tasks SR@1: {100 * (report['untrained_tasks'].get('sr@1') or 0):.1f}%")
+    if len(report.get("comparison") or {}) > 1:
+        print(
+            "SR@1 over the trained tasks: "
+            + ", ".join(f"{k} {100 * v:.1f}%" for k, v in report["comparison"].items() if v is not None)
+        )
     if report.get("chains"):
         c = report["chains"]
         print(f"CALVIN chains: {c['chains']} chains, avg len {c['avg_len']:.2f}, SR@1 {100 * c['sr@1']:.0f}%")

@@ -51,6 +51,7 @@ class EvalSettings:
     decoder: str | None = None
     progress: bool = True
     wandb_mode: str = "disabled"
+    lazy_images: bool = True  # render cameras only when a policy reads them (False: every step)
 
 
 def instructions_for_eval() -> dict[str, str]:
@@ -74,7 +75,12 @@ def _run_jobs(
     per_process = max_envs_per_process(settings.backend)
     n_envs = max(1, min(settings.num_envs, len(jobs), per_process or settings.num_envs))
     envs = [
-        make_env(settings.backend, variant=settings.variant, calvin_dataset=settings.calvin_dataset)
+        make_env(
+            settings.backend,
+            variant=settings.variant,
+            calvin_dataset=settings.calvin_dataset,
+            lazy_images=settings.lazy_images,
+        )
         for _ in range(n_envs)
     ]
     policy = make_policy(
