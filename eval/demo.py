@@ -135,6 +135,12 @@ def train_overrides(cfg: DictConfig, run_dir: Path, data: Path, fast: Path, vq: 
         "wandb.mode": str(cfg.get("wandb", "disabled")),
         "log_every": 25,
     }
+    if t.get("vision_weight") is not None:
+        values["loss.vision_weight"] = float(t.vision_weight)
+    if t.get("action_tokens") is not None:
+        values["action_tokens"] = str(t.action_tokens)
+        if str(t.action_tokens) == "binning":
+            values["data.action_tokenizer"] = None
     ablation = str(cfg.ablation)
     if ablation == "no_vision_loss":
         values["loss.vision_weight"] = 0.0
@@ -148,6 +154,68 @@ def train_overrides(cfg: DictConfig, run_dir: Path, data: Path, fast: Path, vq: 
     elif ablation != "none":
         raise ValueError(f"ablation must be none, no_vision_loss, one_frame, binning or blind; got {ablation!r}")
     return [f"{k}={'null' if v is None else v}" for k, v in values.items()]
+
+
+def run_generation(cfg: DictConfig, train_cfg: DictConfig, checkpoint: Path, out: Path) -> dict[str, Any]:
+    """Emu3 is one model for every direction: ask the trained VLA for text and images.
+
+    * image -> text: its captions of held-out episodes' frames before and after a short caption
+      tuning on the training episodes (the VLA never had a loss on text), against chance;
+    * text -> image: one static-camera frame generated from an instruction, decoded to ``t2i.png``.
+    """
+    from emu3_vla.data.token_cache import CacheSettings, TokenCache
+    from emu3_vla.generation import text_to_image
+    from emu3_vla.generation.caption_tuning import caption_examples, caption_report, score_examples, tune_captions
+    from emu3_vla.generation.media import write_png
+    from emu3_vla.training import data_prep
+    from emu3_vla.vla import VLAModel
+    from envs import task_instructions
+
+    g = cfg.generation
+    vla = VLAModel.load(checkpoint)
+    cache = TokenCache.build(
+        data_prep.open_source(train_cfg),
+        vla.vision(),
+        vla.action_tokenizer,
+        Path(train_cfg.data.cache_dir),
+        settings=CacheSettings(chunk=vla.spec.chunk, frame_stride=int(train_cfg.data.frame_stride)),
+        views=vla.spec.views,
+        progress=False,
+    )
+    tasks = sorted(set(cfg.tasks))
+    task_of = {text: task for task, texts in task_instructions("training").items() for text in texts}
+    task_of.update({text: task for task, texts in task_instructions("validation").items() for text in texts})
+    train, test = caption_examples(
+        cache, frames_per_episode=int(g.frames_per_episode), seed=int(cfg.seed), task_of_instruction=task_of
+    )
+    train = [ex for ex in train if ex.task in tasks]
+    test = [ex for ex in test if ex.task in tasks]
+    phrases = {t: texts for t, texts in task_instructions("training").items() if t in tasks}
+
+    view = vla.views["static"]
+    factor = vla.vision().spatial_factor
+    prompt = instructions_for_eval_text(str(g.t2i_task))
+    image = text_to_image(vla.bundle, prompt, height=view.height // factor, width=view.width // factor, seed=0)
+    pixels = vla.bundle.vision_tokenizer().decode_images(image.images).numpy()[0]
+    write_png(pixels, out / "t2i.png")
+
+    before = score_examples(vla.bundle, test, tasks=tasks, phrases=phrases)
+    losses = tune_captions(
+        vla.bundle, train, steps=int(g.caption_steps), batch_size=int(g.batch_size), lr=float(g.lr), seed=int(cfg.seed)
+    )
+    after = score_examples(vla.bundle, test, tasks=tasks, phrases=phrases)
+    report = {"t2i": {"prompt": prompt, "png": str(out / "t2i.png")}, "i2t": caption_report(before, after, losses)}
+    (out / "generation.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def instructions_for_eval_text(task: str) -> str:
+    from eval.evaluate import instructions_for_eval
+
+    texts = instructions_for_eval()
+    if task not in texts:
+        raise ValueError(f"generation.t2i_task {task!r} is not a CALVIN task")
+    return texts[task]
 
 
 def main(cfg: DictConfig) -> dict[str, Any]:
@@ -308,6 +376,17 @@ def main(cfg: DictConfig) -> dict[str, Any]:
             ),
             resumable=True,
         )
+    generation: dict[str, Any] = {}
+    if int(cfg.generation.caption_steps) > 0:
+        gen = Stage(
+            f"generate text and images ({tag})",
+            run_dir / f"generation_{tag}",
+            OmegaConf.to_container(cfg.generation, resolve=True),
+            [train_stage],
+        )
+        generation = gen.run(lambda: run_generation(cfg, load_config("train", overrides), checkpoint, gen.folder))
+        if (gen.folder / "t2i.png").is_file():
+            shutil.copyfile(gen.folder / "t2i.png", run_dir / ("t2i.png" if tag == "main" else f"t2i_{tag}.png"))
     return write_report(
         cfg,
         run_dir,
@@ -320,6 +399,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         chain_result,
         random_result,
         untrained_result,
+        generation,
         time.perf_counter() - t_start,
     )
 
@@ -372,6 +452,7 @@ def write_report(
     chains,
     random,
     untrained,
+    generation,
     seconds: float,
 ) -> dict[str, Any]:
     from eval.plots import success_per_task_compare
@@ -394,6 +475,7 @@ def write_report(
         else None,
         "random_single_task": {"sr@1": random.get("sr@1"), "per_task": random.get("per_task")} if random else None,
         "table": task_table(list(cfg.tasks), suite, untrained, random),
+        "generation": generation or None,
         "chains": {
             k: chains.get(k) for k in ("chains", "sr@1", "sr@2", "sr@3", "sr@4", "sr@5", "avg_len", "malformed_decodes")
         }
@@ -452,6 +534,14 @@ def print_summary(report: dict[str, Any], run_dir: Path, name: str) -> None:
     )
     if report.get("untrained_tasks"):
         print(f"untrained tasks SR@1: {100 * (report['untrained_tasks'].get('sr@1') or 0):.1f}%")
+    i2t = (report.get("generation") or {}).get("i2t")
+    if i2t:
+        b, a = i2t["before_tuning"], i2t["after_tuning"]
+        print(
+            f"image-to-text on {a['frames']} held-out frames names the task: {100 * a['accuracy']:.0f}% after "
+            f"caption tuning ({100 * b['accuracy']:.0f}% before; chance "
+            f"{100 * max(a['chance_uniform'], a['chance_majority']):.0f}%)"
+        )
     if len(report.get("comparison") or {}) > 1:
         print(
             "SR@1 over the trained tasks: "

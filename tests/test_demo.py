@@ -48,13 +48,13 @@ def test_compare_runs_reads_every_variant(tmp_path: Path):
     assert compare_runs(tmp_path) == {"main": 0.7, "random": 0.01, "blind": 0.2}
 
 
-def _check_png(path: Path) -> None:
+def _check_png(path: Path, min_size: int = 100) -> None:
     from PIL import Image
 
     with Image.open(path) as im:
         im.verify()
     with Image.open(path) as im:
-        assert im.size[0] > 100 and im.size[1] > 100, f"{path} is {im.size}"
+        assert im.size[0] >= min_size and im.size[1] >= min_size, f"{path} is {im.size}"
 
 
 def _count_frames(path: Path) -> int:
@@ -88,6 +88,10 @@ def test_demo_quick_runs_end_to_end_and_writes_every_artefact(tmp_path: Path):
     assert report["chains"]["chains"] == 1 and 0 <= report["chains"]["avg_len"] <= 5
     assert set(report["comparison"]) == {"main", "random"}
 
+    i2t = report["generation"]["i2t"]
+    assert i2t["test_frames"] > 0 and 0.0 <= i2t["after_tuning"]["accuracy"] <= 1.0
+    assert i2t["after_tuning"]["tasks"] == len(tasks)
+    _check_png(run_dir / "t2i.png", min_size=64)
     _check_png(run_dir / "loss.png")
     _check_png(run_dir / "success_per_task.png")
     videos = sorted((run_dir / "videos").glob("*.mp4"))
