@@ -297,6 +297,8 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    execute = e.get("execute_steps")
+    policy_settings = {} if execute is None else {"execute_steps": int(execute)}
     eval_common = {
         "num_envs": int(e.envs),
         "workers": int(cfg.workers),
@@ -307,13 +309,18 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     suite = Stage(
         f"evaluate single tasks ({tag})",
         run_dir / f"eval_{tag}" / "tasks",
-        {"per_task": int(e.per_task), "tasks": list(cfg.tasks), "decoder": str(e.decoder)},
+        {"per_task": int(e.per_task), "tasks": list(cfg.tasks), "decoder": str(e.decoder), **policy_settings},
         [train_stage],
     )
     suite_result = suite.run(
         lambda: evaluate_tasks(
             EvalSettings(
-                policy=str(checkpoint), out=suite.folder, decoder=str(e.decoder), videos=int(e.videos), **eval_common
+                policy=str(checkpoint),
+                out=suite.folder,
+                decoder=str(e.decoder),
+                videos=int(e.videos),
+                execute_steps=execute,
+                **eval_common,
             ),
             tasks=list(cfg.tasks),
             per_task=int(e.per_task),
@@ -323,7 +330,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     chains = Stage(
         f"evaluate chains ({tag})",
         run_dir / f"eval_{tag}" / "chains",
-        {"chains": int(e.chains), "decoder": str(e.decoder)},
+        {"chains": int(e.chains), "decoder": str(e.decoder), **policy_settings},
         [train_stage],
     )
     chain_result = (
@@ -334,6 +341,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
                     out=chains.folder,
                     decoder=str(e.decoder),
                     videos=int(e.videos),
+                    execute_steps=execute,
                     **eval_common,
                 ),
                 num_chains=int(e.chains),
@@ -349,12 +357,23 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         other = Stage(
             f"evaluate untrained tasks ({tag})",
             run_dir / f"eval_{tag}" / "untrained",
-            {"per_task": int(e.untrained_per_task), "tasks": untrained_tasks, "decoder": str(e.decoder)},
+            {
+                "per_task": int(e.untrained_per_task),
+                "tasks": untrained_tasks,
+                "decoder": str(e.decoder),
+                **policy_settings,
+            },
             [train_stage],
         )
         untrained_result = other.run(
             lambda: evaluate_tasks(
-                EvalSettings(policy=str(checkpoint), out=other.folder, decoder=str(e.decoder), **eval_common),
+                EvalSettings(
+                    policy=str(checkpoint),
+                    out=other.folder,
+                    decoder=str(e.decoder),
+                    execute_steps=execute,
+                    **eval_common,
+                ),
                 tasks=untrained_tasks,
                 per_task=int(e.untrained_per_task),
             ),
