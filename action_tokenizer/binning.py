@@ -135,6 +135,10 @@ class BinningTokenizer:
     def max_stream_length(self, time_horizon: int | None = None, action_dim: int | None = None) -> int:
         return (time_horizon or self.time_horizon) * (action_dim or self.action_dim)
 
+    def coefficients_per_token(self) -> np.ndarray:
+        """Every bin id stands for one value (see :meth:`FastTokenizer.coefficients_per_token`)."""
+        return np.ones(self.vocab_size, dtype=np.int64)
+
     def __repr__(self) -> str:
         return f"BinningTokenizer(n_bins={self.n_bins}, T={self.time_horizon}, D={self.action_dim})"
 

@@ -327,6 +327,20 @@ class FastTokenizer:
         widest = self.characters.max_code(int(low.min()), int(np.minimum(high, MAX_CODE).max()))
         return horizon * dim * len(chr(widest).encode("utf-8"))
 
+    def coefficients_per_token(self) -> np.ndarray | None:
+        """How many coefficients each FAST id decodes to (``(vocab_size,)`` int), or ``None`` when
+        some id holds part of a multi-byte character (then a count per id does not exist).
+
+        With it a decoder can constrain a stream to exactly ``time_horizon * action_dim``
+        coefficients, so a sampled stream is never too short or too long."""
+        counts = np.zeros(self.vocab_size, dtype=np.int64)
+        for i in range(min(self._bpe_vocab, self.vocab_size)):
+            text = self.bpe.decode([i], skip_special_tokens=False)
+            if "\ufffd" in text:
+                return None
+            counts[i] = len(text)
+        return counts
+
     def __repr__(self) -> str:
         c = self.config
         return (

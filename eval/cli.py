@@ -30,6 +30,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--execute-steps", type=int, default=None, help="actions executed per model query (<= chunk)")
     p.add_argument("--decoder", default=None, help="VLA decoding backend (see emu3_vla.inference)")
     p.add_argument("--wandb", default="disabled", choices=["disabled", "offline", "online"])
+    p.add_argument(
+        "--instructions",
+        default="validation",
+        choices=["validation", "training"],
+        help="validation: CALVIN's unseen paraphrases (the protocol); training: seen annotations (a diagnostic)",
+    )
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -73,6 +79,7 @@ def _settings(args: argparse.Namespace):
         ep_len=args.ep_len,
         device=args.device,
         execute_steps=args.execute_steps,
+        instructions=args.instructions,
         decoder=args.decoder,
         progress=not args.no_progress,
         wandb_mode=args.wandb,

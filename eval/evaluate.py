@@ -52,13 +52,18 @@ class EvalSettings:
     progress: bool = True
     wandb_mode: str = "disabled"
     lazy_images: bool = True  # render cameras only when a policy reads them (False: every step)
+    instructions: str = "validation"  # CALVIN's protocol: validation paraphrases; "training": the seen ones
 
 
-def instructions_for_eval() -> dict[str, str]:
-    """CALVIN's validation instruction of each task (one per task, as its evaluator uses)."""
+def instructions_for_eval(split: str = "validation") -> dict[str, str]:
+    """One instruction per task. ``validation`` (CALVIN's evaluator): sentences no training
+    annotation uses, so a policy must generalise across paraphrases; ``training``: the first
+    training annotation, a diagnostic that separates language generalisation from control."""
     from envs import task_instructions
 
-    return {task: texts[0] for task, texts in task_instructions("validation").items()}
+    if split not in ("validation", "training"):
+        raise ValueError(f"instructions must be 'validation' or 'training', got {split!r}")
+    return {task: texts[0] for task, texts in task_instructions(split).items()}
 
 
 def chain_seed(state: dict[str, Any], base_seed: int) -> int:
@@ -93,7 +98,7 @@ def _run_jobs(
     runner = ChainRunner(
         envs,
         policy,
-        instructions_for_eval(),
+        instructions_for_eval(settings.instructions),
         make_oracle(settings.backend),
         ep_len=settings.ep_len,
         video_dir=settings.out / "videos",

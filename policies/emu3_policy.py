@@ -8,7 +8,9 @@ model once per environment:
    (a sliding two-frame window), the current frame and ``[BOA]`` — built by the same
    :class:`~emu3_vla.data.sequence.SequenceBuilder` that built the training windows;
 3. the model decodes greedily with a logits mask that allows only the action tokenizer's ids and
-   ``[EOA]`` (no string parsing), with a KV cache, all environments in one left-padded batch;
+   ``[EOA]`` (no string parsing) and, with ``exact_length=True`` (default), only ids that keep the
+   stream at most one chunk of coefficients long and ``[EOA]`` exactly when it is full
+   (:class:`~emu3_vla.generation.ActionLengthConstraint`), with a KV cache, all environments in one left-padded batch;
    ``decoder="static"`` / ``"parallel"`` run the same greedy decoding through
    :class:`~emu3_vla.inference.FastDecoder` (static cache, fused action head, CUDA graphs, the
    instruction's keys/values reused across queries; ``"parallel"`` verifies drafted tokens), which
@@ -32,7 +34,7 @@ import numpy as np
 import torch
 
 from action_tokenizer import binarize_gripper
-from emu3_vla.generation import TokenSetConstraint, decode
+from emu3_vla.generation import ActionLengthConstraint, TokenSetConstraint, decode
 from emu3_vla.inference import FastDecoder
 from emu3_vla.vla import VLAModel
 from policies.base import Observation, get_path, resolve_env_ids
@@ -77,6 +79,7 @@ class Emu3VLAPolicy:
         clip_actions: bool = True,
         decoder: str = "plain",
         decoder_options: Mapping[str, Any] | None = None,
+        exact_length: bool = True,
     ) -> None:
         """``decoder``: ``"plain"`` (:func:`~emu3_vla.generation.decode`), ``"static"`` or ``"parallel"``
         (:class:`~emu3_vla.inference.FastDecoder`, same tokens; ``decoder_options`` go to it)."""
@@ -103,6 +106,12 @@ class Emu3VLAPolicy:
         allowed = range(layout.last_text_id - n_ids + 1, layout.last_text_id + 1)
         self.constraint = TokenSetConstraint(allowed, layout.eoa_id, layout.pad_id, layout.vocab_size, min_new_tokens=1)
         self.max_new_tokens = int(self.tokenizer.max_stream_length()) + 1
+        counts = self.tokenizer.coefficients_per_token() if exact_length else None
+        if counts is not None:
+            total = int(self.tokenizer.time_horizon) * int(self.tokenizer.action_dim)
+            self.constraint = ActionLengthConstraint(layout, counts, total)
+            self.max_new_tokens = total + 1
+        self.exact_length = counts is not None
         if decoder not in DECODERS:
             raise ValueError(f"unknown decoder {decoder!r}; choose one of {DECODERS}")
         if decoder == "plain" and decoder_options:

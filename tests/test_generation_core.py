@@ -281,3 +281,28 @@ def test_decode_restores_training_mode(bundle):
         assert bundle.decoder.training
     finally:
         bundle.decoder.eval()
+
+
+def test_action_length_constraint_fills_exactly_the_chunk():
+    from emu3_vla.generation import ActionLengthConstraint
+    from emu3_vla.vocab import TokenLayout
+
+    layout = TokenLayout.emu3()
+    counts = [1, 2, 3, 0]  # FAST id 3 decodes to nothing: never allowed
+    c = ActionLengthConstraint(layout, counts, total=4)
+    ids = [int(layout.fast_to_id(i)) for i in range(4)]
+    state = c.initial_state(3, "cpu")
+    allowed = c.allowed(state)[0]
+    assert [bool(allowed[i]) for i in ids] == [True, True, True, False] and not allowed[layout.eoa_id]
+    state = c.advance(state, torch.tensor([ids[2], ids[1], ids[0]]))  # 3, 2, 1 coefficients written
+    masks = c.allowed(state)
+    assert [bool(masks[0, i]) for i in ids] == [True, False, False, False]  # one left: only 1-wide ids
+    assert [bool(masks[1, i]) for i in ids] == [True, True, False, False]
+    assert not masks[:, layout.eoa_id].any()
+    state = c.advance(state, torch.tensor([ids[0], ids[1], ids[2]]))  # 4, 4, 4
+    masks = c.allowed(state)
+    assert masks[:, layout.eoa_id].all() and int(masks.sum()) == 3  # only [EOA]
+    state = c.advance(state, torch.full((3,), layout.eoa_id))
+    assert c.finished(state).all() and c.allowed(state)[:, layout.pad_id].all()
+    with pytest.raises(ValueError, match="single coefficient"):
+        ActionLengthConstraint(layout, [2, 3], total=4)

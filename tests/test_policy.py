@@ -104,3 +104,27 @@ def test_saved_vla_policy_loads_and_acts_identically(vla, tmp_path):
     original = Emu3VLAPolicy(vla)
     obs = calvin_obs(7)
     np.testing.assert_array_equal(loaded.step(obs, "open the drawer"), original.step(obs, "open the drawer"))
+
+
+def test_exact_length_streams_always_decode_to_whole_chunks(vla):
+    """A random model writes streams of the wrong length when free; with the length constraint
+    (default) every stream holds exactly T*D coefficients, and the fast decoders (static, parallel
+    with drafts) produce exactly the plain decoder's tokens under it."""
+    counts = vla.action_tokenizer.coefficients_per_token()
+    free = Emu3VLAPolicy(vla, exact_length=False, execute_steps=1)
+    for s in range(12):
+        free.step(calvin_obs(s), "open the drawer")
+    length_issues = ("empty", "too_short", "too_long")
+    assert sum(free.stats.issues[k] for k in length_issues) > 0, "the random model should slip when free"
+    streams = {}
+    for decoder in ("plain", "static", "parallel"):
+        policy = Emu3VLAPolicy(vla, decoder=decoder, execute_steps=1)
+        assert policy.exact_length
+        streams[decoder] = []
+        for s in range(12):
+            policy.step(calvin_obs(s), "open the drawer")
+            stream = policy._envs[0].history[-1][1]
+            assert counts[stream].sum() == 70
+            streams[decoder].append(stream.tolist())
+        assert policy.stats.queries == 12 and sum(policy.stats.issues[k] for k in length_issues) == 0
+    assert streams["static"] == streams["plain"] and streams["parallel"] == streams["plain"]

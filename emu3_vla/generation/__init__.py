@@ -16,6 +16,7 @@ Layers, each replaceable on its own:
 
 from emu3_vla.generation.caption_eval import CaptionScore, evaluate_captions, evaluate_checkpoint, score_captions
 from emu3_vla.generation.constraints import (
+    ActionLengthConstraint,
     Constraint,
     GridConstraint,
     TokenSetConstraint,
@@ -37,6 +38,7 @@ from emu3_vla.generation.tasks import (
 
 __all__ = [
     "GREEDY",
+    "ActionLengthConstraint",
     "CaptionScore",
     "Constraint",
     "DecodeOutput",

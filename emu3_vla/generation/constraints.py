@@ -20,7 +20,7 @@ graph:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -209,3 +209,66 @@ def action_constraint(layout: TokenLayout, *, min_new_tokens: int = 1) -> TokenS
     return TokenSetConstraint(
         layout.action_range, layout.eoa_id, layout.pad_id, layout.vocab_size, min_new_tokens=min_new_tokens
     )
+
+
+class ActionLengthConstraint(_TableConstraint):
+    """Action ids that add up to exactly ``total`` coefficients, then ``[EOA]``, then padding.
+
+    A FAST id stands for a variable number of DCT coefficients (BPE merges), so a free-running
+    model can write a stream that decodes to too few or too many of them; the decoder then repairs
+    it, and every coefficient after the slip lands in the wrong (frequency, dimension) slot. Here
+    the state is the number of coefficients written so far: an id is allowed only if it still
+    fits, and ``[EOA]`` only once the chunk is full, so every stream decodes to a whole chunk.
+
+    ``coefficients[i]`` is what action-tokenizer id ``i`` decodes to (from the tokenizer's
+    ``coefficients_per_token``; 1 for every bin of the binning tokenizer); ids worth 0 are never
+    allowed. States ``0..total`` count coefficients; ``total + 1`` is finished.
+    """
+
+    def __init__(self, layout: TokenLayout, coefficients: Sequence[int], total: int) -> None:
+        counts = torch.as_tensor(list(coefficients), dtype=torch.long)
+        if total < 1:
+            raise ValueError(f"total must be >= 1 coefficient, got {total}")
+        if counts.numel() == 0 or counts.numel() > layout.action_vocab_size:
+            raise ValueError(f"{counts.numel()} action ids do not fit the layout's {layout.action_vocab_size}")
+        if not bool((counts == 1).any()):
+            raise ValueError("no action id stands for a single coefficient, so some chunk lengths cannot be written")
+        vocab = layout.vocab_size
+        llm_ids = torch.as_tensor(layout.fast_to_id(torch.arange(counts.numel())), dtype=torch.long)
+        self._per_token = torch.zeros(vocab, dtype=torch.long)
+        self._per_token[llm_ids] = counts
+        masks = torch.zeros(total + 2, vocab, dtype=torch.bool)
+        remaining = total - torch.arange(total + 1)
+        fits = (counts[None, :] >= 1) & (counts[None, :] <= remaining[:, None])  # (total + 1, n_ids)
+        masks[: total + 1, llm_ids] = fits
+        masks[total, layout.eoa_id] = True
+        masks[total + 1, layout.pad_id] = True
+        super().__init__(masks)
+        self.total = total
+        self._done = total + 1
+        self.stop_id = layout.eoa_id
+        self.max_new_tokens = total + 1
+        self._lut: dict[torch.device, torch.Tensor] = {}
+
+    def widths(self) -> torch.Tensor:
+        """Coefficients each vocabulary id writes, ``(vocab_size,)`` (0 for non-action ids)."""
+        return self._per_token.clone()
+
+    def _counts(self, device: torch.device) -> torch.Tensor:
+        if device not in self._lut:
+            self._lut[device] = self._per_token.to(device)
+        return self._lut[device]
+
+    def initial_state(self, batch_size: int, device: torch.device | str) -> torch.Tensor:
+        return torch.zeros(batch_size, dtype=torch.long, device=device)
+
+    def allowed(self, state: torch.Tensor) -> torch.Tensor:
+        return self._masks(state.device)[state.clamp(0, self._done)]
+
+    def advance(self, state: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        stopped = (tokens == self.stop_id) | (state == self._done)
+        grown = (state + self._counts(state.device)[tokens.clamp(0, self.vocab_size - 1)]).clamp(max=self.total)
+        return torch.where(stopped, torch.full_like(state, self._done), grown)
+
+    def finished(self, state: torch.Tensor) -> torch.Tensor:
+        return state == self._done

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from emu3_vla.generation.constraints import TokenSetConstraint
+from emu3_vla.generation.constraints import ActionLengthConstraint, TokenSetConstraint
 from emu3_vla.generation.decoding import DecodeOutput, check_context
 from emu3_vla.inference.forward import DecoderForward
 from emu3_vla.inference.graphs import LaggedFlag, capture
@@ -113,10 +113,10 @@ class FastDecoder:
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown decoding mode {mode!r}; choose one of {MODES}")
-        if not isinstance(constraint, TokenSetConstraint):
+        if not isinstance(constraint, (TokenSetConstraint, ActionLengthConstraint)):
             raise TypeError(
-                f"the fast decoder fuses a TokenSetConstraint (allowed ids + stop id) into its head; got "
-                f"{type(constraint).__name__}. Use emu3_vla.generation.decode for other constraints."
+                f"the fast decoder fuses a TokenSetConstraint (allowed ids + stop id) or an ActionLengthConstraint "
+                f"into its head; got {type(constraint).__name__}. Use emu3_vla.generation.decode for other constraints."
             )
         if not 1 <= draft_tokens <= 32:
             raise ValueError(f"draft_tokens must be in [1, 32], got {draft_tokens}")
@@ -135,14 +135,21 @@ class FastDecoder:
         self.compile_error: str | None = None
         self.constraint = constraint
 
-        running = constraint.allowed(torch.full((1,), constraint.min_new_tokens, dtype=torch.long))[0]
+        widths, total, min_new = None, 0, 1
+        if isinstance(constraint, ActionLengthConstraint):
+            running = constraint.allowed(torch.zeros(1, dtype=torch.long))[0]
+            running[constraint.stop_id] = True
+            widths, total = constraint.widths().to(self.device), constraint.total
+        else:
+            min_new = int(constraint.min_new_tokens)
+            running = constraint.allowed(torch.full((1,), min_new, dtype=torch.long))[0]
         allowed = torch.nonzero(running).flatten().tolist()
         self.weights = DecoderWeights.from_model(model, share=share_weights)
         self.head = action_head(model, allowed, constraint.stop_id)
         stop_mask = torch.zeros(len(allowed), dtype=torch.bool, device=self.device)
         if self.head.stop_index is not None:
             stop_mask[self.head.stop_index] = True
-        self.rule = GreedyRule(self.head.ids, stop_mask, int(constraint.stop_id), int(constraint.min_new_tokens))
+        self.rule = GreedyRule(self.head.ids, stop_mask, int(constraint.stop_id), min_new, widths, total)
         limit = getattr(model.config, "max_position_embeddings", None) or _DEFAULT_POSITIONS
         self._positions = _round_up(int(limit) + self.draft + 2, 256)
         self.forward = DecoderForward(self.weights, self.head, max_positions=self._positions)
@@ -281,7 +288,8 @@ class FastDecoder:
 
         hidden = self.forward.hidden(buf.kv[:, :, :rows], ids.to(device), positions, buf.rows[:rows], key_len=key_len)
         final = hidden[torch.arange(rows, device=device), last][:, None]  # (rows, 1, hidden)
-        first = self.rule.pick(self.forward.logits(final), torch.zeros_like(last)[:, None])[:, 0]
+        zeros = torch.zeros_like(last)[:, None]
+        first = self.rule.pick(self.forward.logits(final), zeros, zeros)[:, 0]
 
         buf.max_new.fill_(max_new)
         buf.tokens.copy_(history.to(device))
@@ -296,6 +304,8 @@ class FastDecoder:
         buf.out[:rows, 0] = first
         buf.guesses[:rows] = first[:, None]
         stop = first == self.rule.stop_id
+        buf.filled.zero_()
+        buf.filled[:rows] = self.rule.width_of(first)
         buf.generated[:rows] = 1
         buf.stopped[:rows] = stop
         buf.done[:rows] = stop | (max_new <= 1)

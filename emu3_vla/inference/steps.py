@@ -13,7 +13,10 @@ step of every later call. A step takes no arguments and returns nothing:
 The allowed-token rule is that of a :class:`~emu3_vla.generation.TokenSetConstraint`, fused into the
 step: the head scores only the allowed ids (:class:`~emu3_vla.inference.weights.ActionHead`), the
 stop id is masked while fewer than ``min_new_tokens`` tokens exist, arg-max picks, a row that wrote
-the stop id or reached ``max_new_tokens`` is done and stops advancing.
+the stop id or reached ``max_new_tokens`` is done and stops advancing. With an
+:class:`~emu3_vla.generation.ActionLengthConstraint` each row also carries how many coefficients it
+has written (``filled``); ids wider than what is left are masked and the stop id waits for a full
+chunk. Drafts are checked under the state they would reach, so verification stays exact.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ class DecodeBuffers:
     all_done: torch.Tensor  # () bool
     rows: torch.Tensor  # (B, 1) row index, for the cache write
     offsets: torch.Tensor  # (k + 1,) 0 .. k
+    filled: torch.Tensor  # (B,) coefficients written so far (length-constrained rules only)
 
     @classmethod
     def allocate(cls, forward: DecoderForward, batch: int, capacity: int, draft: int) -> DecodeBuffers:
@@ -66,6 +70,7 @@ class DecodeBuffers:
             all_done=torch.zeros((), dtype=torch.bool, device=device),
             rows=torch.arange(batch, device=device)[:, None],
             offsets=torch.arange(draft + 1, device=device),
+            filled=longs(batch),
         )
 
     @property
@@ -83,18 +88,43 @@ class DecodeBuffers:
 
 @dataclasses.dataclass(frozen=True)
 class GreedyRule:
-    """The fused constraint: arg-max over the head's ids, stop id masked before ``min_new_tokens``."""
+    """The fused constraint: arg-max over the head's ids, stop id masked before ``min_new_tokens``.
+
+    With ``widths`` (coefficients each vocabulary id writes, ``(V,)``) and ``total``, an id is
+    allowed only while it fits in ``total - filled`` and the stop id only when ``filled == total``.
+    """
 
     ids: torch.Tensor  # (A,) vocabulary id of each head row
     stop_mask: torch.Tensor  # (A,) bool, True at the stop id's row
     stop_id: int
     min_new_tokens: int
+    widths: torch.Tensor | None = None  # (V,) coefficients per vocabulary id (0: not an action id)
+    total: int = 0
 
-    def pick(self, logits: torch.Tensor, produced_before: torch.Tensor) -> torch.Tensor:
-        """logits (B, T, A); produced_before (B, T): tokens that precede each prediction -> ids (B, T)."""
+    @property
+    def length_constrained(self) -> bool:
+        return self.widths is not None
+
+    def width_of(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Coefficients written by vocabulary ids ``tokens`` (any shape); zeros when unconstrained."""
+        if self.widths is None:
+            return torch.zeros_like(tokens)
+        return self.widths[tokens.clamp(0, self.widths.shape[0] - 1)]
+
+    def pick(
+        self, logits: torch.Tensor, produced_before: torch.Tensor, filled_before: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """logits (B, T, A); produced_before / filled_before (B, T): tokens and coefficients that
+        precede each prediction -> ids (B, T)."""
         if self.min_new_tokens > 0:
             early = (produced_before < self.min_new_tokens)[..., None] & self.stop_mask
             logits = logits.masked_fill(early, float("-inf"))
+        if self.widths is not None and filled_before is not None:
+            head_widths = self.widths[self.ids]  # (A,)
+            left = (self.total - filled_before)[..., None]
+            blocked = ~self.stop_mask & ((head_widths > left) | (head_widths == 0))
+            blocked = blocked | (self.stop_mask & (left != 0))
+            logits = logits.masked_fill(blocked, float("-inf"))
         return self.ids[logits.argmax(dim=-1)]
 
 
@@ -119,6 +149,8 @@ def _commit(buf: DecodeBuffers, rule: GreedyRule, preds: torch.Tensor, drafts: t
         later = (emit[:, None] + index[: buf.guesses.shape[1]]).clamp(max=length - 1)
         buf.guesses.copy_(preds.gather(1, later))
     stop_now = first_stop < emit
+    if rule.length_constrained:
+        buf.filled.add_((rule.width_of(preds) * keep).sum(dim=1))
     buf.stopped.logical_or_(stop_now)
     buf.generated.add_(emit)
     buf.pos.add_(emit)
@@ -131,7 +163,7 @@ def sequential_step(buf: DecodeBuffers, forward: DecoderForward, rule: GreedyRul
     positions = buf.pos[:, None]
     ids = buf.tokens.gather(1, positions)
     hidden = forward.hidden(buf.kv, ids, positions, buf.rows, key_len=buf.capacity, step_fns=step_fns)
-    preds = rule.pick(forward.logits(hidden), buf.generated[:, None])
+    preds = rule.pick(forward.logits(hidden), buf.generated[:, None], buf.filled[:, None])
     _commit(buf, rule, preds, None)
 
 
@@ -143,5 +175,9 @@ def verify_step(buf: DecodeBuffers, forward: DecoderForward, rule: GreedyRule, s
     positions = (buf.pos[:, None] + buf.offsets).clamp(max=buf.capacity - 1)
     ids = buf.tokens.gather(1, positions)
     hidden = forward.hidden(buf.kv, ids, positions, buf.rows, key_len=buf.capacity, step_fns=step_fns)
-    preds = rule.pick(forward.logits(hidden), buf.generated[:, None] + buf.offsets)
+    # Coefficients before prediction t: what is written plus the drafts before it (if accepted,
+    # they are exactly the greedy tokens, so the state each prediction sees is the true one).
+    widths = rule.width_of(drafts)
+    filled = buf.filled[:, None] + torch.cat([torch.zeros_like(widths[:, :1]), widths.cumsum(dim=1)], dim=1)
+    preds = rule.pick(forward.logits(hidden), buf.generated[:, None] + buf.offsets, filled)
     _commit(buf, rule, preds, drafts)
