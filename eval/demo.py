@@ -144,6 +144,8 @@ def train_overrides(cfg: DictConfig, run_dir: Path, data: Path, fast: Path, vq: 
     ablation = str(cfg.ablation)
     if ablation == "no_vision_loss":
         values["loss.vision_weight"] = 0.0
+    elif ablation == "vision_loss":
+        values["loss.vision_weight"] = 0.5
     elif ablation == "one_frame":
         values["sequence.frames"] = 1
     elif ablation == "binning":
@@ -152,7 +154,9 @@ def train_overrides(cfg: DictConfig, run_dir: Path, data: Path, fast: Path, vq: 
     elif ablation == "blind":
         values["sequence.blind"] = "true"
     elif ablation != "none":
-        raise ValueError(f"ablation must be none, no_vision_loss, one_frame, binning or blind; got {ablation!r}")
+        raise ValueError(
+            f"ablation must be none, vision_loss, no_vision_loss, one_frame, binning or blind; got {ablation!r}"
+        )
     return [f"{k}={'null' if v is None else v}" for k, v in values.items()]
 
 
