@@ -310,27 +310,31 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         "progress": True,
         "device": device,
     }
-    suite = Stage(
-        f"evaluate single tasks ({tag})",
-        run_dir / f"eval_{tag}" / "tasks",
-        {"per_task": int(e.per_task), "tasks": list(cfg.tasks), "decoder": str(e.decoder), **policy_settings},
-        [train_stage],
-    )
-    suite_result = suite.run(
-        lambda: evaluate_tasks(
-            EvalSettings(
-                policy=str(checkpoint),
-                out=suite.folder,
-                decoder=str(e.decoder),
-                videos=int(e.videos),
-                execute_steps=execute,
-                **eval_common,
-            ),
-            tasks=list(cfg.tasks),
-            per_task=int(e.per_task),
-        ),
-        resumable=True,
-    )
+
+    def policy_eval(out: Path, videos: int) -> EvalSettings:
+        """Evaluation settings for the trained VLA (writing to ``out``)."""
+        return EvalSettings(
+            policy=str(checkpoint),
+            out=out,
+            decoder=str(e.decoder),
+            videos=videos,
+            execute_steps=execute,
+            **eval_common,
+        )
+
+    def task_stage(name: str, folder: str, tasks: list[str], per_task: int, videos: int) -> dict[str, Any]:
+        stage = Stage(
+            f"{name} ({tag})",
+            run_dir / f"eval_{tag}" / folder,
+            {"per_task": per_task, "tasks": tasks, "decoder": str(e.decoder), **policy_settings},
+            [train_stage],
+        )
+        return stage.run(
+            lambda: evaluate_tasks(policy_eval(stage.folder, videos), tasks=tasks, per_task=per_task),
+            resumable=True,
+        )
+
+    suite_result = task_stage("evaluate single tasks", "tasks", list(cfg.tasks), int(e.per_task), int(e.videos))
     chains = Stage(
         f"evaluate chains ({tag})",
         run_dir / f"eval_{tag}" / "chains",
@@ -339,17 +343,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     )
     chain_result = (
         chains.run(
-            lambda: evaluate_chains(
-                EvalSettings(
-                    policy=str(checkpoint),
-                    out=chains.folder,
-                    decoder=str(e.decoder),
-                    videos=int(e.videos),
-                    execute_steps=execute,
-                    **eval_common,
-                ),
-                num_chains=int(e.chains),
-            ),
+            lambda: evaluate_chains(policy_eval(chains.folder, int(e.videos)), num_chains=int(e.chains)),
             resumable=True,
         )
         if int(e.chains) > 0
@@ -358,30 +352,8 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     untrained_result: dict[str, Any] = {}
     untrained_tasks = [t for t in task_names() if t not in set(cfg.tasks)]
     if int(e.get("untrained_per_task", 0)) > 0 and untrained_tasks:
-        other = Stage(
-            f"evaluate untrained tasks ({tag})",
-            run_dir / f"eval_{tag}" / "untrained",
-            {
-                "per_task": int(e.untrained_per_task),
-                "tasks": untrained_tasks,
-                "decoder": str(e.decoder),
-                **policy_settings,
-            },
-            [train_stage],
-        )
-        untrained_result = other.run(
-            lambda: evaluate_tasks(
-                EvalSettings(
-                    policy=str(checkpoint),
-                    out=other.folder,
-                    decoder=str(e.decoder),
-                    execute_steps=execute,
-                    **eval_common,
-                ),
-                tasks=untrained_tasks,
-                per_task=int(e.untrained_per_task),
-            ),
-            resumable=True,
+        untrained_result = task_stage(
+            "evaluate untrained tasks", "untrained", untrained_tasks, int(e.untrained_per_task), 0
         )
     random_result: dict[str, Any] = {}
     if bool(e.random_baseline):
