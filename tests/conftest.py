@@ -83,3 +83,15 @@ def tiny_train_overrides(data: Path, vq: Path, run_dir: Path, cache: Path, **ext
         **extra,
     }
     return [f"{k}={v}" for k, v in values.items()]
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Token loops on a tiny model are dominated by per-op overhead: two threads on two shared cores
+    make them up to 10x slower, one thread keeps each test at a few seconds."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

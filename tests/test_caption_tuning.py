@@ -3,7 +3,6 @@ random decoder to name the task of frames it never saw (the path the demo takes 
 
 import numpy as np
 import pytest
-import torch
 
 from emu3_vla.checkpoint import Emu3Bundle
 from emu3_vla.generation.caption_tuning import CaptionExample, caption_batch, score_examples, tune_captions
@@ -11,12 +10,7 @@ from emu3_vla.generation.caption_tuning import CaptionExample, caption_batch, sc
 TASKS = {"open_drawer": "open the drawer", "turn_on_led": "turn on the led", "move_slider_left": "slide the door left"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def frames(bundle, n_per_task, seed):

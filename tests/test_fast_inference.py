@@ -27,13 +27,7 @@ LAYOUT = get_preset("tiny").layout
 INSTRUCTIONS = ["open the drawer", "turn on the led", "lift the red block from the sliding cabinet", "push"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Token loops on a tiny model are per-op overhead; one thread keeps them fast on shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from action_tokenizer import FastTokenizer
 from emu3_vla.checkpoint import Emu3Bundle
@@ -13,14 +12,7 @@ from emu3_vla.vision import ViewSpec
 from emu3_vla.vla import VLAModel
 from policies.emu3_policy import Emu3VLAPolicy
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Token loops on a tiny model are per-op overhead; one thread keeps them fast on shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -14,14 +14,7 @@ from emu3_vla.modeling import build_vq
 from emu3_vla.presets import get_preset
 from emu3_vla.vocab import visual_token
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Per-op overhead dominates a tiny model's token loop; one thread is much faster on shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def decoded_frames(path):

@@ -21,15 +21,7 @@ from emu3_vla.generation import (
 )
 from emu3_vla.vision_block import frame_body, parse_frames
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Token loops on a tiny model are dominated by per-op overhead; two threads on two shared
-    cores make them 10x slower, one thread keeps each test at a few seconds."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -18,14 +18,7 @@ from emu3_vla.generation import (
 )
 from emu3_vla.generation.caption_eval import DEFAULT_QUESTION, name_task, word_f1
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Per-op overhead dominates a tiny model's token loop; one thread is much faster on shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
