@@ -177,9 +177,10 @@ def run_generation(cfg: DictConfig, train_cfg: DictConfig, checkpoint: Path, out
 
     g = cfg.generation
     vla = VLAModel.load(checkpoint)
+    vision = vla.vision()
     cache = TokenCache.build(
         data_prep.open_source(train_cfg),
-        vla.vision(),
+        vision,
         vla.action_tokenizer,
         Path(train_cfg.data.cache_dir),
         settings=CacheSettings(chunk=vla.spec.chunk, frame_stride=int(train_cfg.data.frame_stride)),
@@ -187,20 +188,20 @@ def run_generation(cfg: DictConfig, train_cfg: DictConfig, checkpoint: Path, out
         progress=False,
     )
     tasks = sorted(set(cfg.tasks))
-    task_of = {text: task for task, texts in task_instructions("training").items() for text in texts}
-    task_of.update({text: task for task, texts in task_instructions("validation").items() for text in texts})
+    training, validation = task_instructions("training"), task_instructions("validation")
+    task_of = {text: task for table in (training, validation) for task, texts in table.items() for text in texts}
     train, test = caption_examples(
         cache, frames_per_episode=int(g.frames_per_episode), seed=int(cfg.seed), task_of_instruction=task_of
     )
     train = [ex for ex in train if ex.task in tasks]
     test = [ex for ex in test if ex.task in tasks]
-    phrases = {t: texts for t, texts in task_instructions("training").items() if t in tasks}
+    phrases = {t: texts for t, texts in training.items() if t in tasks}
 
     view = vla.views["static"]
-    factor = vla.vision().spatial_factor
     prompt = instructions_for_eval_text(str(g.t2i_task))
-    image = text_to_image(vla.bundle, prompt, height=view.height // factor, width=view.width // factor, seed=0)
-    pixels = vla.bundle.vision_tokenizer().decode_images(image.images).numpy()[0]
+    height, width = view.height // vision.spatial_factor, view.width // vision.spatial_factor
+    image = text_to_image(vla.bundle, prompt, height=height, width=width, seed=0)
+    pixels = vision.decode_images(image.images).numpy()[0]
     write_png(pixels, out / "t2i.png")
 
     before = score_examples(vla.bundle, test, tasks=tasks, phrases=phrases)
@@ -419,19 +420,26 @@ def task_table(
     return rows
 
 
-def compare_runs(run_dir: Path) -> dict[str, Any]:
+def _sr_rows(report: dict[str, Any]) -> dict[str, Any]:
+    """``{variant: SR@1}`` of one report (plus ``random`` when it measured the random policy)."""
+    tag = "main" if report.get("ablation") == "none" else str(report.get("ablation"))
+    rows = {tag: (report.get("single_task") or {}).get("sr@1")}
+    if report.get("random_single_task"):
+        rows["random"] = report["random_single_task"].get("sr@1")
+    return rows
+
+
+def compare_runs(run_dir: Path, skip: str | None = None) -> dict[str, Any]:
     """SR@1 over the trained tasks of every variant evaluated in this run folder (the main run and
-    each ablation, next to the random policy), read from the ``results*.json`` files."""
+    each ablation, next to the random policy), read from the ``results*.json`` files but ``skip``."""
     rows: dict[str, Any] = {}
     for path in sorted(run_dir.glob("results*.json")):
+        if path.name == skip:
+            continue
         try:
-            r = json.loads(path.read_text())
+            rows.update(_sr_rows(json.loads(path.read_text())))
         except json.JSONDecodeError:
             continue
-        tag = "main" if r.get("ablation") == "none" else str(r.get("ablation"))
-        rows[tag] = (r.get("single_task") or {}).get("sr@1")
-        if r.get("random_single_task"):
-            rows["random"] = r["random_single_task"].get("sr@1")
     return rows
 
 
@@ -478,8 +486,7 @@ def write_report(
         else None,
     }
     name = "results.json" if tag == "main" else f"results_{tag}.json"
-    (run_dir / name).write_text(json.dumps(report, indent=2, default=str) + "\n")
-    report["comparison"] = compare_runs(run_dir)
+    report["comparison"] = {**compare_runs(run_dir, skip=name), **_sr_rows(report)}
     (run_dir / name).write_text(json.dumps(report, indent=2, default=str) + "\n")
     loss_png = Path(trained["checkpoint"]).parents[2] / "loss.png"
     if loss_png.is_file():

@@ -102,16 +102,19 @@ class Emu3VLAPolicy:
         self.tokenizer = vla.action_tokenizer
         self.clip_actions = clip_actions
         layout = vla.layout
-        n_ids = int(self.tokenizer.vocab_size)
-        allowed = range(layout.last_text_id - n_ids + 1, layout.last_text_id + 1)
-        self.constraint = TokenSetConstraint(allowed, layout.eoa_id, layout.pad_id, layout.vocab_size, min_new_tokens=1)
-        self.max_new_tokens = int(self.tokenizer.max_stream_length()) + 1
         counts = self.tokenizer.coefficients_per_token() if exact_length else None
+        self.exact_length = counts is not None
         if counts is not None:
             total = int(self.tokenizer.time_horizon) * int(self.tokenizer.action_dim)
             self.constraint = ActionLengthConstraint(layout, counts, total)
             self.max_new_tokens = total + 1
-        self.exact_length = counts is not None
+        else:  # any action ids, [EOA] after at least one; the decoder repairs a wrong length
+            n_ids = int(self.tokenizer.vocab_size)
+            allowed = range(layout.last_text_id - n_ids + 1, layout.last_text_id + 1)
+            self.constraint = TokenSetConstraint(
+                allowed, layout.eoa_id, layout.pad_id, layout.vocab_size, min_new_tokens=1
+            )
+            self.max_new_tokens = int(self.tokenizer.max_stream_length()) + 1
         if decoder not in DECODERS:
             raise ValueError(f"unknown decoder {decoder!r}; choose one of {DECODERS}")
         if decoder == "plain" and decoder_options:

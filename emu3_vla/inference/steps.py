@@ -175,9 +175,11 @@ def verify_step(buf: DecodeBuffers, forward: DecoderForward, rule: GreedyRule, s
     positions = (buf.pos[:, None] + buf.offsets).clamp(max=buf.capacity - 1)
     ids = buf.tokens.gather(1, positions)
     hidden = forward.hidden(buf.kv, ids, positions, buf.rows, key_len=buf.capacity, step_fns=step_fns)
-    # Coefficients before prediction t: what is written plus the drafts before it (if accepted,
-    # they are exactly the greedy tokens, so the state each prediction sees is the true one).
-    widths = rule.width_of(drafts)
-    filled = buf.filled[:, None] + torch.cat([torch.zeros_like(widths[:, :1]), widths.cumsum(dim=1)], dim=1)
+    filled = None
+    if rule.length_constrained:
+        # Coefficients before prediction t: what is written plus the drafts before it (if accepted,
+        # they are exactly the greedy tokens, so the state each prediction sees is the true one).
+        widths = rule.width_of(drafts)
+        filled = buf.filled[:, None] + torch.cat([torch.zeros_like(widths[:, :1]), widths.cumsum(dim=1)], dim=1)
     preds = rule.pick(forward.logits(hidden), buf.generated[:, None] + buf.offsets, filled)
     _commit(buf, rule, preds, drafts)
