@@ -162,3 +162,16 @@ def test_emu3_policy_with_a_tiny_random_model_runs_a_chain(tmp_path):
     assert isinstance(m["malformed_decodes"], int) and m["malformed_decodes"] >= 0
     r = read_folder(tmp_path / "e")[0]
     assert sum(r.steps) >= 360 and np.isfinite(r.seconds)  # the full 360-step budget of its first subtask
+
+
+def test_eval_instructions_are_validation_by_default_and_training_on_request():
+    from envs import task_instructions
+    from eval.evaluate import instructions_for_eval
+
+    validation, training = instructions_for_eval(), instructions_for_eval("training")
+    assert set(validation) == set(training) and len(validation) == 34
+    seen = task_instructions("training")
+    assert all(training[t] in seen[t] for t in training)
+    assert all(validation[t] not in seen[t] for t in validation), "validation sentences must be unseen"
+    with pytest.raises(ValueError, match="validation' or 'training'"):
+        instructions_for_eval("test")
