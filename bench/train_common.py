@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from emu3_vla.data.sequence import SequenceBuilder, SequenceSpec, collate
-from emu3_vla.loss import weighted_next_token_loss
+from emu3_vla.loss import weighted_next_token_loss, weighted_positions
 from emu3_vla.text_tokenizer import TextTokenizer
 
 
@@ -42,11 +42,21 @@ def timed_steps(step_fn, steps: int, warmup: int = 2, sync=lambda: None) -> floa
     return (time.perf_counter() - t0) / steps
 
 
+def action_only(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The same batch with action-only labels (vision weight 0, UniVLA's CALVIN recipe)."""
+    return {**batch, "loss_weights": torch.where(batch["loss_weights"] >= 1.0, batch["loss_weights"], 0.0)}
+
+
 def ours_step(model, opt, batch, layout, autocast):
+    """The trainer's step: logits only at positions followed by a weighted token."""
+
     def step():
+        keep = weighted_positions(batch["loss_weights"])
         with autocast():
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        parts = weighted_next_token_loss(logits, batch["input_ids"], batch["loss_weights"], layout)
+            logits = model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep
+            ).logits
+        parts = weighted_next_token_loss(logits, batch["input_ids"], batch["loss_weights"], layout, positions=keep)
         parts.loss().backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         opt.step()

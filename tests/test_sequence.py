@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from emu3_vla.data.sequence import IGNORE_INDEX, SequenceBuilder, SequenceSpec, SequenceTooLong, collate
-from emu3_vla.loss import weighted_next_token_loss
+from emu3_vla.loss import weighted_next_token_loss, weighted_positions
 from emu3_vla.presets import get_preset
 from emu3_vla.text_tokenizer import TextTokenizer
 
@@ -122,6 +122,22 @@ def test_weighted_loss_equals_hand_computation():
                 n_act += 1
     assert parts.loss().item() == pytest.approx(total / wsum, rel=1e-5)
     assert parts.action_ce.item() == pytest.approx(act, rel=1e-5) and int(parts.action_count) == n_act == 6
+
+
+def test_logits_at_weighted_positions_only_give_the_same_loss():
+    """The trainer's fast path: the decoder computes logits only where a weighted token comes next."""
+    torch.manual_seed(0)
+    ids = torch.tensor([[5, 2259, 2260, 2249, 2047, 2250, 7], [5, 9, 9, 2249, 2040, 2250, 2048]])
+    weights = torch.tensor([[0, 0, 0, 1, 1, 1, 0], [0, 0, 0, 0, 1, 1, 0.0]])
+    keep = weighted_positions(weights)
+    assert keep.tolist() == [2, 3, 4]  # position i predicts token i + 1: union over the batch
+    logits = torch.randn(2, 7, LAYOUT.vocab_size)
+    full = weighted_next_token_loss(logits, ids, weights, LAYOUT)
+    part = weighted_next_token_loss(logits[:, keep], ids, weights, LAYOUT, positions=keep)
+    assert part.loss().item() == pytest.approx(full.loss().item(), rel=1e-6)
+    assert int(part.action_count) == int(full.action_count) and int(part.action_correct) == int(full.action_correct)
+    with pytest.raises(ValueError, match="3 positions"):
+        weighted_next_token_loss(logits, ids, weights, LAYOUT, positions=keep)
 
 
 def test_blind_ablation_keeps_the_layout_and_drops_the_pixels():
