@@ -46,7 +46,7 @@ from envs import task_instructions, task_names
 from eval.chains import load_standard_chains
 from eval.collect_jobs import Job, demonstration_job, derive_seed
 from eval.collect_pool import RunSettings, run_jobs
-from eval.collect_rollout import EP_LEN, TAIL_STEPS, Episode, JobResult
+from eval.collect_rollout import EP_LEN, LABELS, TAIL_STEPS, Episode, JobResult
 from eval.collect_writers import (
     MAX_EPISODE_FRAMES,
     VIDEO_CODEC,
@@ -78,6 +78,7 @@ class CollectConfig:
     video: bool = True
     calvin_format: bool = False
     noise: float = 0.0
+    labels: str = "clean"  # with noise: "clean" records the expert's correction (DART), "executed" the noisy action
     randomize: bool = True
     max_steps: int = EP_LEN
     tail_steps: int = TAIL_STEPS
@@ -109,6 +110,8 @@ class CollectConfig:
                 raise ValueError(f"{name} must be an even number of pixels between 16 and 512 (video), got {size}")
         if self.noise < 0:
             raise ValueError(f"noise must be >= 0, got {self.noise}")
+        if self.labels not in LABELS:
+            raise ValueError(f"labels must be one of {', '.join(LABELS)}, got {self.labels!r}")
         if self.episodes_per_task is not None:
             if self.episodes_per_task < 1:
                 raise ValueError(f"episodes_per_task must be >= 1, got {self.episodes_per_task}")
@@ -202,6 +205,7 @@ def run_settings(config: CollectConfig) -> RunSettings:
         gripper_size=config.gripper_size,
         randomize=config.randomize,
         noise=config.noise,
+        labels=config.labels,
         max_steps=config.max_steps,
         tail_steps=config.tail_steps,
         renderer=config.renderer,
@@ -373,6 +377,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", action="store_true", help="store PNG images instead of (lossless) video")
     parser.add_argument("--calvin-format", action="store_true", help="also write CALVIN's on-disk format")
     parser.add_argument("--noise", type=float, default=0.0, help="smooth action noise std (action units)")
+    parser.add_argument(
+        "--labels",
+        choices=LABELS,
+        default="clean",
+        help="with --noise, the recorded action: clean = the expert's noise-free correction (DART, default), "
+        "executed = the noisy action sent",
+    )
     parser.add_argument("--no-randomize", action="store_true", help="canonical expert waypoints (no jitter)")
     parser.add_argument("--max-jobs", type=int, help="stop after this many jobs even if short of --episodes")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing collection in --out")
@@ -394,6 +405,7 @@ def config_from_args(args: argparse.Namespace) -> CollectConfig:
         video=not args.images,
         calvin_format=args.calvin_format,
         noise=args.noise,
+        labels=args.labels,
         randomize=not args.no_randomize,
         max_jobs=args.max_jobs,
         overwrite=args.overwrite,

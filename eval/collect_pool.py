@@ -34,6 +34,7 @@ class RunSettings:
     gripper_size: int = 84
     randomize: bool = True
     noise: float = 0.0
+    labels: str = "clean"  # with noise: record the expert's noise-free action (DART) or the executed one
     max_steps: int = 360
     tail_steps: int = 60
     finish_last: bool = True
@@ -72,6 +73,7 @@ class JobRunner:
             max_steps=s.max_steps,
             tail_steps=s.tail_steps,
             finish_last=s.finish_last,
+            labels=s.labels,
         )
 
     def close(self) -> None:

@@ -10,6 +10,12 @@ A subtask's episode does not end at the very step of success: the expert finishe
 success at the latest, so that demonstrations neither stop mid-gesture nor idle.
 
 Only recorded steps are rendered (images are lazy), and not at all with ``record_frames=False``.
+
+With a noisy expert the arm executes the noisy action, and ``labels`` says which action is
+recorded: ``"clean"`` (default) the expert's noise-free action from the state the noise led to,
+i.e. DART's supervisor label (Laskey et al., 2017): the data then shows how to get back on track
+from states a learned policy's own errors lead to, without teaching it the noise; ``"executed"``
+the noisy action that was sent. ``abs_actions`` are always the target poses actually reached for.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ TAIL_STEPS = 60  # at most this many steps after success while the expert finish
 # lift_<block>_drawer check requires at the subtask's start) only after falling for a few steps.
 SETTLE_STEPS = 8
 HOLD_STILL = np.array([0, 0, 0, 0, 0, 0, 1.0])
+LABELS = ("clean", "executed")  # which action a noisy expert's episode records
 
 
 @dataclass
@@ -116,11 +123,14 @@ def run_job(
     max_steps: int = EP_LEN,
     tail_steps: int = TAIL_STEPS,
     finish_last: bool = True,
+    labels: str = "clean",
 ) -> JobResult:
     """Run ``job`` with the expert as environment 0; record the wanted subtasks that succeed.
 
     ``finish_last=False`` stops the last subtask at success (benchmarks need no tail).
     """
+    if labels not in LABELS:
+        raise ValueError(f"labels must be one of {LABELS}, got {labels!r}")
     started = time.perf_counter()
     result = JobResult(job=job)
     obs = env.reset(job.state, seed=job.scene_seed)
@@ -141,7 +151,7 @@ def run_job(
             observation = {**obs, "info": info, "landmarks": env.get_landmarks(), "task": task}
             action = expert.step(observation)
             if recorder is not None:
-                recorder.before(obs, action)
+                recorder.before(obs, expert.label(0) if labels == "clean" else action)
             obs, _, _, info = env.step(action)
             steps += 1
             if recorder is not None:

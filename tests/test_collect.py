@@ -156,6 +156,7 @@ def test_existing_collection_is_not_overwritten_by_accident(collected):
         ({"chain_fraction": 1.5}, "chain_fraction"),
         ({"episodes": 0}, "episodes"),
         ({"variants": ("E",)}, "variants"),
+        ({"labels": "noisy"}, "clean, executed"),
     ],
 )
 def test_bad_settings_are_refused_with_a_reason(tmp_path, overrides, message):
@@ -176,6 +177,9 @@ def test_command_line_maps_to_the_config(tmp_path):
     args = parser.parse_args(["collect", "--out", str(tmp_path), *flags.split(), "--images", "--seed", "4"])
     config = config_from_args(args)
     assert callable(args.func) and config.episodes == 7 and config.tasks == ["open_drawer"]
+    assert (config.noise, config.labels) == (0.0, "clean")
+    noisy = config_from_args(parser.parse_args(["collect", "--out", "x", "--noise", "0.3", "--labels", "executed"]))
+    assert (noisy.noise, noisy.labels) == (0.3, "executed")
     assert (config.workers, config.static_size, config.gripper_size, config.seed) == (2, 128, 64, 4)
     assert config.calvin_format and not config.video
 

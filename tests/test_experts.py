@@ -152,6 +152,36 @@ def test_noise_perturbs_free_moves_only_and_the_task_still_succeeds():
         noisy.close()
 
 
+def test_noisy_collection_records_the_experts_correction_not_the_noise():
+    """DART labels: the arm follows the noisy actions either way (same states), but ``labels="clean"``
+    records the expert's noise-free action from each state, ``"executed"`` the noisy one sent."""
+    job = task_job("open_drawer", 2, seed=5)
+    runs = {}
+    for labels in ("clean", "executed"):
+        runner = JobRunner(RunSettings(record_frames=False, noise=0.3, labels=labels))
+        try:
+            runs[labels] = runner(job).episodes[-1]
+        finally:
+            runner.close()
+    clean, executed = runs["clean"], runs["executed"]
+    np.testing.assert_array_equal(clean.robot_obs, executed.robot_obs)
+    moved = np.abs(clean.actions[:, :6] - executed.actions[:, :6]).max(axis=1) > 1e-9
+    assert 0 < moved.sum() < len(moved)  # free moves differ; contact moves and holds are never noisy
+    np.testing.assert_array_equal(clean.actions[:, 6], executed.actions[:, 6])
+
+
+def test_label_is_the_action_itself_without_noise_and_needs_a_step():
+    expert = ScriptedExpert(noise=0.0)
+    with pytest.raises(RuntimeError, match="no label"):
+        expert.label(0)
+    with PlayTableEnv() as env:
+        obs = env.reset()
+        for _ in range(5):
+            action = expert.step(privileged(env, obs, "open_drawer"))
+            np.testing.assert_array_equal(expert.label(0), action)
+            obs, *_ = env.step(action)
+
+
 def test_observation_without_privileged_keys_is_refused_with_a_hint():
     with PlayTableEnv() as env:
         obs = env.reset()

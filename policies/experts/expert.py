@@ -11,7 +11,9 @@ Diversity for demonstrations comes from a per-environment random generator: wayp
 are jittered (``randomize``), and ``noise`` adds smooth (low-pass filtered) Gaussian noise to the
 motion part of actions while the arm moves through free space (approaches, retreats); contact
 moves (grasping, pushing, sliding, pressing) and the gripper command are never noisy, and the noise
-fades as a move slows down onto its waypoint, so the expert visibly recovers from it. Seed it per episode with
+fades as a move slows down onto its waypoint, so the expert visibly recovers from it.
+:meth:`ScriptedExpert.label` gives the noise-free action of the last step: what the expert would do
+from the state the noise led to (DART's supervisor label, see :mod:`eval.collect`). Seed it per episode with
 :meth:`ScriptedExpert.reseed`, so that an episode is a function of its seed whatever else runs.
 Once a plan is finished the expert holds still with a constant gripper command.
 """
@@ -45,6 +47,7 @@ class _EnvState:
     done: bool = False
     steps: int = 0
     noise: np.ndarray = field(default_factory=lambda: np.zeros(6))
+    label: np.ndarray | None = None  # the last step's action before noise
 
 
 class ScriptedExpert:
@@ -99,6 +102,14 @@ class ScriptedExpert:
         state = self._envs.get(env_index)
         return bool(state and state.done)
 
+    def label(self, env_index: int = 0) -> np.ndarray:
+        """The noise-free action behind environment ``env_index``'s last step (equal to the action
+        returned when ``noise`` is 0). Raises if that environment has not stepped yet."""
+        state = self._envs.get(env_index)
+        if state is None or state.label is None:
+            raise RuntimeError(f"environment {env_index} has not stepped since its last reset: no label yet")
+        return state.label.copy()
+
     def current_segment(self, env_index: int = 0) -> Segment | None:
         state = self._envs.get(env_index)
         return state.segment if state else None
@@ -111,6 +122,14 @@ class ScriptedExpert:
         return self._envs[index]
 
     def _act_one(self, index: int, obs: Mapping[str, Any]) -> np.ndarray:
+        state = self._state(index)
+        state.label = None
+        action = self._plan_step(index, obs)
+        if state.label is None:  # holding still: nothing noisy
+            state.label = action
+        return action
+
+    def _plan_step(self, index: int, obs: Mapping[str, Any]) -> np.ndarray:
         view = SceneView(obs)
         state = self._state(index)
         if state.plan is None or state.task != view.task:
@@ -138,6 +157,7 @@ class ScriptedExpert:
         return state.controller.hold_action()
 
     def _with_noise(self, state: _EnvState, action: np.ndarray) -> np.ndarray:
+        state.label = action
         if self.noise <= 0 or not isinstance(state.segment, Move) or not state.segment.free:
             return action
         innovation = state.rng.normal(0.0, self.noise, 6) * np.sqrt(1 - NOISE_SMOOTHING**2)
