@@ -40,9 +40,10 @@ def weighted_positions(loss_weights: torch.Tensor) -> torch.Tensor:
     """Sequence positions whose *next* token carries weight in some row, ``(K,)`` long, ascending.
 
     Only these positions need logits: with action-only labels that is ~15 % of a two-frame window,
-    and skipping the output layer and the softmax everywhere else makes a CPU training step ~1.5x
-    faster (and saves the ``(B, L, V)`` logits' memory with Emu3's 184 k vocabulary). Pass the result
-    as ``logits_to_keep`` to the decoder and as ``positions`` to :func:`weighted_next_token_loss`.
+    and skipping the output layer and the softmax everywhere else makes a CPU training step 1.38x
+    faster (``bench/train_bench.py`` at the demo's sizes) and saves the ``(B, L, V)`` logits' memory
+    (Emu3's vocabulary has 184 k ids). Pass the result as ``logits_to_keep`` to the decoder and as
+    ``positions`` to :func:`weighted_next_token_loss`.
     """
     nxt = torch.cat([loss_weights[:, 1:], torch.zeros_like(loss_weights[:, :1])], dim=1)
     return torch.nonzero((nxt > 0).any(dim=0)).flatten()
