@@ -123,13 +123,11 @@ class ScriptedExpert:
 
     def _act_one(self, index: int, obs: Mapping[str, Any]) -> np.ndarray:
         state = self._state(index)
-        state.label = None
-        action = self._plan_step(index, obs)
-        if state.label is None:  # holding still: nothing noisy
-            state.label = action
-        return action
+        state.label = self._plan_step(index, obs)
+        return self._with_noise(state, state.label)
 
     def _plan_step(self, index: int, obs: Mapping[str, Any]) -> np.ndarray:
+        """The noise-free action of this step (holding still leaves ``state.segment`` at None)."""
         view = SceneView(obs)
         state = self._state(index)
         if state.plan is None or state.task != view.task:
@@ -152,12 +150,11 @@ class ScriptedExpert:
                 state.controller.start(state.segment)
             action = state.controller.step(view)
             if action is not None:
-                return self._with_noise(state, action)
+                return action
             state.segment = None
         return state.controller.hold_action()
 
     def _with_noise(self, state: _EnvState, action: np.ndarray) -> np.ndarray:
-        state.label = action
         if self.noise <= 0 or not isinstance(state.segment, Move) or not state.segment.free:
             return action
         innovation = state.rng.normal(0.0, self.noise, 6) * np.sqrt(1 - NOISE_SMOOTHING**2)
