@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from emu3_vla.data.sequence import SequenceBuilder, SequenceSpec, collate
-from emu3_vla.loss import weighted_next_token_loss, weighted_positions
+from emu3_vla.loss import model_weighted_loss
 from emu3_vla.text_tokenizer import TextTokenizer
 
 
@@ -51,13 +51,7 @@ def ours_step(model, opt, batch, layout, autocast):
     """The trainer's step: logits only at positions followed by a weighted token."""
 
     def step():
-        keep = weighted_positions(batch["loss_weights"])
-        with autocast():
-            logits = model(
-                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep
-            ).logits
-        parts = weighted_next_token_loss(logits, batch["input_ids"], batch["loss_weights"], layout, positions=keep)
-        parts.loss().backward()
+        model_weighted_loss(model, batch, layout, autocast).loss().backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -9,6 +9,8 @@ keeps the loss scale independent of how many vision tokens a window happens to h
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -93,3 +95,20 @@ def weighted_next_token_loss(
         action_count=is_action.sum(),
         action_correct=correct,
     )
+
+
+def model_weighted_loss(
+    model: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    layout: TokenLayout,
+    forward_context: Callable[[], AbstractContextManager] = nullcontext,
+) -> LossParts:
+    """One forward pass of a causal LM on a collated batch and its loss parts, with logits only at
+    :func:`weighted_positions`: the training step of the trainer, caption tuning and the benchmark.
+
+    ``forward_context`` wraps the forward pass only (e.g. bf16 autocast); the loss is taken in fp32.
+    """
+    keep = weighted_positions(batch["loss_weights"])
+    with forward_context():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep).logits
+    return weighted_next_token_loss(logits, batch["input_ids"], batch["loss_weights"], layout, positions=keep)

@@ -88,7 +88,7 @@ def stage_collect(cfg: DictConfig, run_dir: Path) -> Stage:
         "episodes_per_task": int(cfg.collect.episodes_per_task),
         "views": _views(cfg),
         "noise": float(cfg.collect.noise),
-        "labels": str(cfg.collect.get("labels", "clean")),
+        "labels": str(cfg.collect.labels),
         "seed": int(cfg.seed),
     }
     return Stage("collect demonstrations", run_dir / "data", settings)
@@ -107,7 +107,7 @@ def run_collect(cfg: DictConfig, stage: Stage) -> dict[str, Any]:
             static_size=int(cfg.views.static),
             gripper_size=int(cfg.views.gripper),
             noise=float(cfg.collect.noise),
-            labels=str(cfg.collect.get("labels", "clean")),
+            labels=str(cfg.collect.labels),
             overwrite=True,
         )
     ).to_json()

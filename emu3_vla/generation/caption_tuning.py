@@ -21,7 +21,7 @@ import torch
 from emu3_vla.generation.caption_eval import DEFAULT_QUESTION, CaptionScore, score_captions
 from emu3_vla.generation.prompts import image_to_text_prompt
 from emu3_vla.generation.tasks import image_to_text
-from emu3_vla.loss import weighted_next_token_loss, weighted_positions
+from emu3_vla.loss import model_weighted_loss
 
 if TYPE_CHECKING:
     from emu3_vla.checkpoint import Emu3Bundle
@@ -128,11 +128,7 @@ def tune_captions(
     for _ in bar:
         batch = caption_batch(bundle, rng.sample(list(examples), min(batch_size, len(examples))), question)
         batch = {k: v.to(device) for k, v in batch.items()}
-        keep = weighted_positions(batch["loss_weights"])  # logits only where the instruction is
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep).logits
-        loss = weighted_next_token_loss(
-            logits, batch["input_ids"], batch["loss_weights"], bundle.layout, positions=keep
-        ).loss()
+        loss = model_weighted_loss(model, batch, bundle.layout).loss()  # logits only where the instruction is
         optim.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

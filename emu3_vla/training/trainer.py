@@ -35,7 +35,7 @@ from torch.distributed.checkpoint.state_dict import (
 from tqdm.auto import tqdm
 
 from emu3_vla.data.sequence import collate
-from emu3_vla.loss import weighted_next_token_loss, weighted_positions
+from emu3_vla.loss import model_weighted_loss
 from emu3_vla.modeling import count_parameters
 from emu3_vla.training import data_prep, distributed, lora
 from emu3_vla.training.checkpoints import CheckpointManager
@@ -258,13 +258,8 @@ class Trainer:
         for k, batch in enumerate(batches):
             batch = {key: t.to(env.device) for key, t in batch.items()}
             with distributed.no_gradient_sync(self.model, sync=k == len(batches) - 1):
-                keep = weighted_positions(batch["loss_weights"])
-                with _autocast(str(cfg.precision), env.device):
-                    logits = self.model(
-                        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep
-                    ).logits
-                parts = weighted_next_token_loss(
-                    logits, batch["input_ids"], batch["loss_weights"], self.layout, positions=keep
+                parts = model_weighted_loss(
+                    self.model, batch, self.layout, lambda: _autocast(str(cfg.precision), env.device)
                 )
                 (parts.weighted_ce / total_weight * env.world_size).backward()
             sums += torch.stack(
