@@ -54,6 +54,7 @@ from eval.collect_writers import (
     CalvinFormatWriter,
     LeRobotWriter,
 )
+from policies.experts import NOISE_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class CollectConfig:
     video: bool = True
     calvin_format: bool = False
     noise: float = 0.0
+    noise_kind: str = "smooth"  # smooth | bursts (see policies.experts.expert)
     labels: str = "clean"  # with noise: "clean" records the expert's correction (DART), "executed" the noisy action
     randomize: bool = True
     max_steps: int = EP_LEN
@@ -110,6 +112,8 @@ class CollectConfig:
                 raise ValueError(f"{name} must be an even number of pixels between 16 and 512 (video), got {size}")
         if self.noise < 0:
             raise ValueError(f"noise must be >= 0, got {self.noise}")
+        if self.noise_kind not in NOISE_KINDS:
+            raise ValueError(f"noise_kind must be one of {', '.join(NOISE_KINDS)}, got {self.noise_kind!r}")
         if self.labels not in LABELS:
             raise ValueError(f"labels must be one of {', '.join(LABELS)}, got {self.labels!r}")
         if self.episodes_per_task is not None:
@@ -205,6 +209,7 @@ def run_settings(config: CollectConfig) -> RunSettings:
         gripper_size=config.gripper_size,
         randomize=config.randomize,
         noise=config.noise,
+        noise_kind=config.noise_kind,
         labels=config.labels,
         max_steps=config.max_steps,
         tail_steps=config.tail_steps,
@@ -376,7 +381,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gripper-size", type=int, default=84, help="gripper camera frame size (CALVIN: 84)")
     parser.add_argument("--images", action="store_true", help="store PNG images instead of (lossless) video")
     parser.add_argument("--calvin-format", action="store_true", help="also write CALVIN's on-disk format")
-    parser.add_argument("--noise", type=float, default=0.0, help="smooth action noise std (action units)")
+    parser.add_argument(
+        "--noise",
+        type=float,
+        default=0.0,
+        help="perturb the expert's free-space moves by this much (action units): the std of smooth noise, "
+        "or the speed of a burst's push (default 0: no noise)",
+    )
+    parser.add_argument(
+        "--noise-kind",
+        choices=NOISE_KINDS,
+        default="smooth",
+        help="smooth = filtered noise on every free-space step; bursts = a 5-step push now and then, "
+        "then 25+ clean steps of recovery (the pushed steps are flagged and not trained on)",
+    )
     parser.add_argument(
         "--labels",
         choices=LABELS,
@@ -405,6 +423,7 @@ def config_from_args(args: argparse.Namespace) -> CollectConfig:
         video=not args.images,
         calvin_format=args.calvin_format,
         noise=args.noise,
+        noise_kind=args.noise_kind,
         labels=args.labels,
         randomize=not args.no_randomize,
         max_jobs=args.max_jobs,

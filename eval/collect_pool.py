@@ -34,6 +34,7 @@ class RunSettings:
     gripper_size: int = 84
     randomize: bool = True
     noise: float = 0.0
+    noise_kind: str = "smooth"  # smooth noise on every free-space step, or short pushes (bursts)
     labels: str = "clean"  # with noise: record the expert's noise-free action (DART) or the executed one
     max_steps: int = 360
     tail_steps: int = 60
@@ -53,7 +54,7 @@ class JobRunner:
     def __init__(self, settings: RunSettings) -> None:
         self.settings = settings
         self.env: PlayTableEnv | None = None
-        self.expert = ScriptedExpert(randomize=settings.randomize, noise=settings.noise)
+        self.expert = ScriptedExpert(randomize=settings.randomize, noise=settings.noise, noise_kind=settings.noise_kind)
         self.oracle = TaskOracle()
 
     def new_env(self, variant: str) -> PlayTableEnv:

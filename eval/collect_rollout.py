@@ -16,6 +16,8 @@ recorded: ``"clean"`` (default) the expert's noise-free action from the state th
 i.e. DART's supervisor label (Laskey et al., 2017): the data then shows how to get back on track
 from states a learned policy's own errors lead to, without teaching it the noise; ``"executed"``
 the noisy action that was sent. ``abs_actions`` are always the target poses actually reached for.
+Each step also records whether its executed action carried noise (``perturbed``), so that training
+can leave out the action chunks that contain a perturbation (see ``noise_kind="bursts"``).
 """
 
 from __future__ import annotations
@@ -48,9 +50,10 @@ class Episode:
     gripper: np.ndarray | None  # (T, h, w, 3) uint8
     robot_obs: np.ndarray  # (T, 15)
     scene_obs: np.ndarray  # (T, 24)
-    actions: np.ndarray  # (T, 7) relative actions as sent to the environment
+    actions: np.ndarray  # (T, 7) relative actions as recorded (see ``labels``)
     abs_actions: np.ndarray  # (T, 7) the target pose after each action (CALVIN's absolute actions)
     success_step: int  # steps until the oracle reported success
+    perturbed: np.ndarray | None = None  # (T,) bool: the executed action was the expert's plus noise
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -85,14 +88,16 @@ class _Recorder:
         self.scene_obs: list[np.ndarray] = []
         self.actions: list[np.ndarray] = []
         self.abs_actions: list[np.ndarray] = []
+        self.perturbed: list[bool] = []
 
-    def before(self, obs: dict[str, Any], action: np.ndarray) -> None:
+    def before(self, obs: dict[str, Any], action: np.ndarray, perturbed: bool = False) -> None:
         if self.frames:
             self.static.append(np.array(obs["rgb_obs"]["rgb_static"]))
             self.gripper.append(np.array(obs["rgb_obs"]["rgb_gripper"]))
         self.robot_obs.append(np.asarray(obs["robot_obs"], dtype=np.float64))
         self.scene_obs.append(np.asarray(obs["scene_obs"], dtype=np.float64))
         self.actions.append(np.asarray(action, dtype=np.float64))
+        self.perturbed.append(bool(perturbed))
 
     def after(self, info: dict[str, Any], action: np.ndarray) -> None:
         robot = info["robot_info"]
@@ -110,6 +115,7 @@ class _Recorder:
             actions=np.stack(self.actions),
             abs_actions=np.stack(self.abs_actions),
             success_step=success_step,
+            perturbed=np.asarray(self.perturbed, dtype=bool),
         )
 
 
@@ -151,7 +157,7 @@ def run_job(
             observation = {**obs, "info": info, "landmarks": env.get_landmarks(), "task": task}
             action = expert.step(observation)
             if recorder is not None:
-                recorder.before(obs, expert.label(0) if labels == "clean" else action)
+                recorder.before(obs, expert.label(0) if labels == "clean" else action, expert.perturbed(0))
             obs, _, _, info = env.step(action)
             steps += 1
             if recorder is not None:

@@ -3,7 +3,9 @@
 **LeRobot.** ``LeRobotDataset.create`` / ``add_frame`` / ``save_episode`` / ``finalize`` with the
 features ``observation.images.static`` and ``observation.images.gripper`` (video, or PNG images with
 ``video=False``), ``observation.state`` (CALVIN's 15-d ``robot_obs``), ``action`` (the 7-d relative
-action sent to the simulator) and the per-frame ``task`` text (the instruction).
+action: the one sent to the simulator, or with a noisy expert its noise-free label),
+``action.perturbed`` (the executed action carried noise; training skips chunks with such steps) and
+the per-frame ``task`` text (the instruction).
 
 **Video settings.** lerobot's default encoder (SVT-AV1, CRF 30, 4:2:0 chroma) blurs the small,
 saturated blocks of 128x128 / 64x64 frames badly: measured on expert episodes it leaves a mean
@@ -31,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from emu3_vla.data.calvin_format import CalvinWriter
+from emu3_vla.data.episodes import PERTURBED_KEY
 from eval.collect_rollout import Episode
 
 log = logging.getLogger(__name__)
@@ -66,6 +69,7 @@ def lerobot_features(static_size: int, gripper_size: int, video: bool = True) ->
         GRIPPER_KEY: {"dtype": kind, "shape": (gripper_size, gripper_size, 3), "names": image_names},
         "observation.state": {"dtype": "float32", "shape": (15,), "names": STATE_NAMES},
         "action": {"dtype": "float32", "shape": (7,), "names": ACTION_NAMES},
+        PERTURBED_KEY: {"dtype": "bool", "shape": (1,), "names": None},
     }
 
 
@@ -156,6 +160,7 @@ class LeRobotWriter:
                 )
         state = episode.robot_obs.astype(np.float32)
         actions = episode.actions.astype(np.float32)
+        perturbed = np.zeros(len(episode), bool) if episode.perturbed is None else episode.perturbed.astype(bool)
         for t in range(len(episode)):
             self.dataset.add_frame(
                 {
@@ -163,6 +168,7 @@ class LeRobotWriter:
                     GRIPPER_KEY: episode.gripper[t],
                     "observation.state": state[t],
                     "action": actions[t],
+                    PERTURBED_KEY: perturbed[t : t + 1],
                     "task": instruction,
                 }
             )

@@ -88,6 +88,7 @@ def stage_collect(cfg: DictConfig, run_dir: Path) -> Stage:
         "episodes_per_task": int(cfg.collect.episodes_per_task),
         "views": _views(cfg),
         "noise": float(cfg.collect.noise),
+        "noise_kind": str(cfg.collect.noise_kind),
         "labels": str(cfg.collect.labels),
         "seed": int(cfg.seed),
     }
@@ -107,6 +108,7 @@ def run_collect(cfg: DictConfig, stage: Stage) -> dict[str, Any]:
             static_size=int(cfg.views.static),
             gripper_size=int(cfg.views.gripper),
             noise=float(cfg.collect.noise),
+            noise_kind=str(cfg.collect.noise_kind),
             labels=str(cfg.collect.labels),
             overwrite=True,
         )

@@ -16,12 +16,20 @@ TINY_FEATURES = {
 TASKS = ["open the drawer", "push the sliding door to the left side", "turn on the led", "lift the red block"]
 
 
-def write_tiny_lerobot_dataset(root: Path, episodes: int = 4, length: int = 30, seed: int = 0) -> Path:
-    """A LeRobot v3.0 dataset written through lerobot itself: smooth 7-d actions, coloured frames."""
+def write_tiny_lerobot_dataset(
+    root: Path, episodes: int = 4, length: int = 30, seed: int = 0, perturbed: list[np.ndarray] | None = None
+) -> Path:
+    """A LeRobot v3.0 dataset written through lerobot itself: smooth 7-d actions, coloured frames;
+    with ``perturbed`` (one (length,) bool array per episode) also the per-frame perturbation flag."""
     from lerobot.datasets import LeRobotDataset
 
+    from emu3_vla.data.episodes import PERTURBED_KEY
+
     rng = np.random.default_rng(seed)
-    ds = LeRobotDataset.create("local/tiny", fps=30, features=TINY_FEATURES, root=root, use_videos=False)
+    features = dict(TINY_FEATURES)
+    if perturbed is not None:
+        features[PERTURBED_KEY] = {"dtype": "bool", "shape": (1,), "names": None}
+    ds = LeRobotDataset.create("local/tiny", fps=30, features=features, root=root, use_videos=False)
     t = np.arange(length)[:, None]
     for ep in range(episodes):
         phase = rng.uniform(0, 2 * np.pi, 6)
@@ -34,15 +42,16 @@ def write_tiny_lerobot_dataset(root: Path, episodes: int = 4, length: int = 30, 
             static[:] = base
             static[8:16, (i % 24) : (i % 24) + 8] = 255
             gripper = np.full((16, 16, 3), (i * 8) % 256, np.uint8)
-            ds.add_frame(
-                {
-                    "observation.images.static": static,
-                    "observation.images.gripper": gripper,
-                    "observation.state": rng.normal(size=15).astype(np.float32),
-                    "action": actions[i],
-                    "task": TASKS[ep % len(TASKS)],
-                }
-            )
+            frame = {
+                "observation.images.static": static,
+                "observation.images.gripper": gripper,
+                "observation.state": rng.normal(size=15).astype(np.float32),
+                "action": actions[i],
+                "task": TASKS[ep % len(TASKS)],
+            }
+            if perturbed is not None:
+                frame[PERTURBED_KEY] = np.asarray(perturbed[ep][i : i + 1], dtype=bool)
+            ds.add_frame(frame)
         ds.save_episode()
     ds.finalize()
     return root

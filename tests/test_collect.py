@@ -130,6 +130,28 @@ def test_parallel_workers_write_the_same_episodes(tmp_path, collected):
     assert parallel.episode_list == report.episode_list  # same jobs, seeds, lengths and action digests
 
 
+def test_perturbed_steps_reach_the_dataset(tmp_path, collected):
+    """With bursts of noise the dataset flags exactly the steps the re-simulated expert perturbed;
+    without noise the flag column is there and all False."""
+    from emu3_vla.data.mapping import CameraSpec, DataMapping
+    from emu3_vla.data.sources import open_dataset
+
+    mapping = DataMapping(
+        cameras={"static": CameraSpec(STATIC_KEY, 48, 48), "gripper": CameraSpec(GRIPPER_KEY, 32, 32)}
+    )
+    _, clean_report = collected
+    clean = open_dataset(clean_report.lerobot_root, mapping)
+    assert all(clean.episode(i).perturbed is not None and not clean.episode(i).perturbed.any() for i in range(2))
+    config = small_config(tmp_path / "bursts", episodes=3, tasks=["open_drawer"], noise=0.6, noise_kind="bursts")
+    report = collect(config)
+    source = open_dataset(report.lerobot_root, mapping)
+    recorded = [source.episode(i).perturbed for i in range(len(source))]
+    expected = [e.perturbed for e in resimulate(config, report.episode_list)]
+    for got, want in zip(recorded, expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert any(f.any() for f in recorded)
+
+
 def test_tasks_and_quotas_restrict_what_is_recorded_and_images_can_replace_video(tmp_path):
     from lerobot.datasets import LeRobotDataset
 
@@ -157,6 +179,7 @@ def test_existing_collection_is_not_overwritten_by_accident(collected):
         ({"episodes": 0}, "episodes"),
         ({"variants": ("E",)}, "variants"),
         ({"labels": "noisy"}, "clean, executed"),
+        ({"noise_kind": "gusts"}, "smooth, bursts"),
     ],
 )
 def test_bad_settings_are_refused_with_a_reason(tmp_path, overrides, message):
@@ -177,9 +200,12 @@ def test_command_line_maps_to_the_config(tmp_path):
     args = parser.parse_args(["collect", "--out", str(tmp_path), *flags.split(), "--images", "--seed", "4"])
     config = config_from_args(args)
     assert callable(args.func) and config.episodes == 7 and config.tasks == ["open_drawer"]
-    assert (config.noise, config.labels) == (0.0, "clean")
-    noisy = config_from_args(parser.parse_args(["collect", "--out", "x", "--noise", "0.3", "--labels", "executed"]))
-    assert (noisy.noise, noisy.labels) == (0.3, "executed")
+    assert (config.noise, config.noise_kind, config.labels) == (0.0, "smooth", "clean")
+    noisy = parser.parse_args(
+        ["collect", "--out", "x", "--noise", "0.3", "--noise-kind", "bursts", "--labels", "executed"]
+    )
+    noisy = config_from_args(noisy)
+    assert (noisy.noise, noisy.noise_kind, noisy.labels) == (0.3, "bursts", "executed")
     assert (config.workers, config.static_size, config.gripper_size, config.seed) == (2, 128, 64, 4)
     assert config.calvin_format and not config.video
 

@@ -4,7 +4,7 @@ Readers (:mod:`emu3_vla.data.lerobot_source`, :mod:`emu3_vla.data.calvin_source`
 folder into :class:`Episode` objects; everything downstream (FAST fitting, the token cache, the
 sequence builder) only sees this view. An episode has one instruction, ``T`` time steps, uint8
 frames for each configured camera view (already resized to the view's size), the actions taken at
-each step, and optionally the proprioceptive state.
+each step, and optionally the proprioceptive state and which steps were perturbed.
 """
 
 from __future__ import annotations
@@ -15,6 +15,11 @@ from typing import Protocol
 
 import numpy as np
 
+#: Per-frame bool a dataset may carry: the executed action was the recorded one plus noise (a
+#: perturbed expert, see ``emu3-vla collect --noise-kind bursts``). A chunk of actions that contains
+#: such a step is not what the expert would do from the chunk's first frame, so it is not trained on.
+PERTURBED_KEY = "action.perturbed"
+
 
 class DatasetFormatError(ValueError):
     """A folder is not the dataset it was said to be, or lacks keys the mapping asks for."""
@@ -22,7 +27,8 @@ class DatasetFormatError(ValueError):
 
 @dataclasses.dataclass
 class Episode:
-    """A demonstration: ``frames[view]`` is ``(T, H, W, 3) uint8``, ``actions`` is ``(T, D) float32``."""
+    """A demonstration: ``frames[view]`` is ``(T, H, W, 3) uint8``, ``actions`` is ``(T, D) float32``,
+    ``perturbed`` (optional) is ``(T,) bool`` (see :data:`PERTURBED_KEY`)."""
 
     index: int
     instruction: str
@@ -30,9 +36,14 @@ class Episode:
     actions: np.ndarray
     state: np.ndarray | None = None
     task: str | None = None
+    perturbed: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.actions)
+        if self.perturbed is not None:
+            self.perturbed = np.asarray(self.perturbed, dtype=bool).reshape(-1)
+            if len(self.perturbed) != n:
+                raise ValueError(f"episode {self.index}: {len(self.perturbed)} perturbed flags but {n} actions")
         for view, f in self.frames.items():
             if f.ndim != 4 or f.shape[-1] != 3 or f.dtype != np.uint8:
                 raise ValueError(

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emu3_vla.data.episodes import DatasetFormatError, Episode
+from emu3_vla.data.episodes import PERTURBED_KEY, DatasetFormatError, Episode
 from emu3_vla.data.mapping import DataMapping
 from emu3_vla.vision import resize_images
 
@@ -137,7 +137,12 @@ class LeRobotSource:
         if self.mapping.state_key:
             state = np.asarray(table[self.mapping.state_key], dtype=np.float32).reshape(len(rows), -1)
         actions = np.asarray(table[self.mapping.action_key], dtype=np.float32).reshape(len(rows), -1)
-        return Episode(index=ep, instruction=instruction, frames=frames, actions=actions, state=state)
+        perturbed = None
+        if PERTURBED_KEY in meta.features:
+            perturbed = np.asarray(table[PERTURBED_KEY], dtype=bool).reshape(len(rows))
+        return Episode(
+            index=ep, instruction=instruction, frames=frames, actions=actions, state=state, perturbed=perturbed
+        )
 
     def fingerprint(self) -> str:
         """Hash of the mapping, the selected episodes, the content of the metadata and tables, and the

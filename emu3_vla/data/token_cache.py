@@ -14,6 +14,7 @@ only whole files, and a rerun resumes after the last finished episode)::
     frame_steps    (F,) int32         which time steps were encoded (every ``frame_stride``-th)
     fast_tokens    (N,) int16         FAST ids of the chunks starting at each encoded frame, flat
     fast_offsets   (F + 1,) int64     chunk i is fast_tokens[fast_offsets[i]:fast_offsets[i + 1]]
+    chunk_clean    (F,) bool          no step of chunk i was perturbed (see ``PERTURBED_KEY``)
     length         ()                 number of steps of the episode
     instruction, task                 text
 
@@ -37,11 +38,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from emu3_vla.data.episodes import EpisodeSource, action_chunks
+from emu3_vla.data.episodes import Episode, EpisodeSource, action_chunks
 from emu3_vla.vision import VisionTokenizer
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 class ActionEncoder(Protocol):
@@ -94,6 +95,7 @@ class CachedEpisode:
     length: int
     instruction: str
     task: str
+    chunk_clean: np.ndarray | None = None  # (F,) bool; None: every chunk is clean
 
     def chunk_tokens(self, frame: int) -> np.ndarray:
         return self.fast_tokens[self.fast_offsets[frame] : self.fast_offsets[frame + 1]]
@@ -125,6 +127,7 @@ class TokenCache:
                 length=int(data["length"]),
                 instruction=str(data["instruction"]),
                 task=str(data["task"]),
+                chunk_clean=data["chunk_clean"],
             )
 
     def episodes(self) -> list[CachedEpisode]:
@@ -198,6 +201,7 @@ class TokenCache:
             )
             arrays["fast_offsets"] = np.cumsum(lengths).astype(np.int64)
             arrays["frame_steps"] = steps.astype(np.int32)
+            arrays["chunk_clean"] = clean_chunks(episode, steps, settings.chunk)
             arrays["length"] = np.int64(len(episode))
             arrays["instruction"] = np.str_(episode.instruction)
             arrays["task"] = np.str_(episode.task or "")
@@ -213,6 +217,16 @@ class TokenCache:
         }
         _atomic_write_text(root / "manifest.json", json.dumps(manifest, indent=2) + "\n")
         return cls(root)
+
+
+def clean_chunks(episode: Episode, starts: np.ndarray, chunk: int) -> np.ndarray:
+    """(F,) bool: whether none of the steps ``[start, start + chunk)`` was perturbed (all True when
+    the dataset records no perturbation)."""
+    if episode.perturbed is None:
+        return np.ones(len(starts), dtype=bool)
+    perturbed_before = np.concatenate([[0], np.cumsum(episode.perturbed)])
+    ends = np.minimum(starts + chunk, len(episode))
+    return perturbed_before[ends] == perturbed_before[starts]
 
 
 def _episode_path(root: Path, index: int) -> Path:

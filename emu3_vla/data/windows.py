@@ -2,16 +2,22 @@
 
 A window starts at an encoded frame ``k`` and takes ``spec.frames`` frames ``spec.chunk`` steps
 apart, each with the FAST tokens of the chunk that follows it. Only complete windows are used: the
-last frame's chunk must end inside the episode (no padded actions are trained on).
+last frame's chunk must end inside the episode (no padded actions are trained on), and no chunk
+of the window may contain a perturbed step (a noisy expert's push: its chunk is not the expert's
+plan from the frame; the clean chunks after it, which show the recovery, are kept).
 """
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 import torch
 
 from emu3_vla.data.sequence import SequenceBuilder, TokenSequence
 from emu3_vla.data.token_cache import CachedEpisode, TokenCache
+
+log = logging.getLogger(__name__)
 
 
 class WindowDataset(torch.utils.data.Dataset):
@@ -29,11 +35,19 @@ class WindowDataset(torch.utils.data.Dataset):
         self.episodes: dict[int, CachedEpisode] = {i: cache.episode(i) for i in ids}
         self._instructions = {i: builder.instruction_ids(e.instruction) for i, e in self.episodes.items()}
         index = []
+        self.skipped_perturbed = 0
         for i, ep in self.episodes.items():
             last = (spec.frames - 1) * self.gap
+            clean = np.ones(len(ep.frame_steps), bool) if ep.chunk_clean is None else ep.chunk_clean
             for k in range(len(ep.frame_steps) - last):
-                if ep.frame_steps[k + last] + spec.chunk <= ep.length:
-                    index.append((i, k))
+                if ep.frame_steps[k + last] + spec.chunk > ep.length:
+                    continue
+                if not all(clean[k + j * self.gap] for j in range(spec.frames)):
+                    self.skipped_perturbed += 1
+                    continue
+                index.append((i, k))
+        if self.skipped_perturbed:
+            log.info("left out %d windows whose chunks contain perturbed steps", self.skipped_perturbed)
         if not index:
             raise ValueError(
                 f"no complete {spec.frames}x{spec.chunk}-step window in {len(self.episodes)} episodes; "

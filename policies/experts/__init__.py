@@ -6,8 +6,17 @@ CALVIN's relative 7-d actions from waypoints, so its demonstrations are what a l
 imitate. ``EXPERT_TASKS`` lists the tasks it can do (all 34).
 """
 
-from policies.experts.expert import ScriptedExpert
+from policies.experts.expert import NOISE_KINDS, ScriptedExpert
 from policies.experts.plans import EXPERT_TASKS, PLANS, PlanContext, make_plan
 from policies.experts.scene import MissingPrivilegedInfo, SceneView
 
-__all__ = ["EXPERT_TASKS", "PLANS", "MissingPrivilegedInfo", "PlanContext", "SceneView", "ScriptedExpert", "make_plan"]
+__all__ = [
+    "EXPERT_TASKS",
+    "NOISE_KINDS",
+    "PLANS",
+    "MissingPrivilegedInfo",
+    "PlanContext",
+    "SceneView",
+    "ScriptedExpert",
+    "make_plan",
+]
