@@ -14,9 +14,11 @@ Output folder::
 
 Reproducibility: job ``i`` (start state, scene seed, expert seed, task or chain) is a function of
 ``(seed, i)``; workers run jobs in parallel but episodes are written in job order, so the dataset
-is the same whatever ``workers`` is. Speed: only recorded steps are rendered, at the requested
-camera sizes (``static_size=128, gripper_size=64`` renders about three times faster than CALVIN's
-200 / 84).
+is the same whatever ``workers`` is. With per-task quotas, a job whose recorded tasks have all filled
+their quota is skipped before it runs (its episodes would be dropped anyway, so the dataset does
+not change): without that, the last few episodes of the rarest task cost as much as the rest.
+Speed: only recorded steps are rendered, at the requested camera sizes (``static_size=128,
+gripper_size=64`` renders about three times faster than CALVIN's 200 / 84).
 
 Python use (what the demo calls)::
 
@@ -143,6 +145,7 @@ class CollectReport:
     kept: dict[str, int]
     episode_list: list[dict[str, Any]]
     config: dict[str, Any]
+    jobs_skipped: int = 0  # jobs not run: every task they record had its quota
 
     def to_json(self) -> dict[str, Any]:
         per_task = {
@@ -160,6 +163,7 @@ class CollectReport:
             "episodes": self.episodes,
             "frames": self.frames,
             "jobs": self.jobs,
+            "jobs_skipped": self.jobs_skipped,
             "env_steps": self.env_steps,
             "seconds": round(self.seconds, 2),
             "episodes_per_minute": round(60 * self.episodes / max(self.seconds, 1e-9), 2),
@@ -268,7 +272,18 @@ def collect(config: CollectConfig | str | Path, **settings: Any) -> CollectRepor
     frames = env_steps = jobs_run = 0
     started = time.perf_counter()
     bar = tqdm(total=config.episodes, desc="episodes", unit="ep", disable=not config.progress)
-    results = run_jobs(demonstration_jobs(config), run_settings(config), config.workers)
+    skipped = 0
+
+    def still_wanted(jobs: Iterator[Job]) -> Iterator[Job]:
+        """Leave out jobs whose recorded tasks are all full (decided when a worker is free for it)."""
+        nonlocal skipped
+        for job in jobs:
+            if quota is None or any(kept[t] < quota for t, rec in zip(job.tasks, job.record, strict=True) if rec):
+                yield job
+            else:
+                skipped += 1
+
+    results = run_jobs(still_wanted(demonstration_jobs(config)), run_settings(config), config.workers)
     try:
         for result in results:
             jobs_run += 1
@@ -317,6 +332,7 @@ def collect(config: CollectConfig | str | Path, **settings: Any) -> CollectRepor
         succeeded=dict(succeeded),
         kept=dict(kept),
         episode_list=episode_list,
+        jobs_skipped=skipped,
         config={k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()},
     )
     (config.out / REPORT_NAME).write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")

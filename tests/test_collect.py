@@ -163,6 +163,30 @@ def test_tasks_and_quotas_restrict_what_is_recorded_and_images_can_replace_video
     assert dataset.meta.features[STATIC_KEY]["dtype"] == "image" and dataset.meta.total_episodes == 4
 
 
+def test_quotas_skip_jobs_without_changing_the_dataset(tmp_path):
+    """A job whose recorded tasks are all full is not run; the episodes kept are exactly those of
+    running every job in order and dropping episodes over a task's quota."""
+    import dataclasses
+    from collections import Counter
+
+    config = small_config(tmp_path / "quota", tasks=["open_drawer", "turn_on_led"], episodes_per_task=3)
+    report = collect(config)
+    assert report.jobs_skipped > 0
+    last = max(e["job"] for e in report.episode_list)
+    runner = JobRunner(dataclasses.replace(run_settings(config), record_frames=False))
+    kept: Counter[str] = Counter()
+    expected = []
+    try:
+        for job in demonstration_jobs(config, limit=last + 1):
+            for position, outcome in enumerate(runner(job).outcomes):
+                if outcome.episode is not None and kept[outcome.task] < 3:
+                    kept[outcome.task] += 1
+                    expected.append((job.index, position))
+    finally:
+        runner.close()
+    assert [(e["job"], e["position"]) for e in report.episode_list] == expected
+
+
 def test_existing_collection_is_not_overwritten_by_accident(collected):
     config, _ = collected
     with pytest.raises(FileExistsError, match="--overwrite"):
