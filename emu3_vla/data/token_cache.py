@@ -95,7 +95,7 @@ class CachedEpisode:
     length: int
     instruction: str
     task: str
-    chunk_clean: np.ndarray | None = None  # (F,) bool; None: every chunk is clean
+    chunk_clean: np.ndarray  # (F,) bool: no step of the chunk from that frame was perturbed
 
     def chunk_tokens(self, frame: int) -> np.ndarray:
         return self.fast_tokens[self.fast_offsets[frame] : self.fast_offsets[frame + 1]]

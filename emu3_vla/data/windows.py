@@ -38,11 +38,10 @@ class WindowDataset(torch.utils.data.Dataset):
         self.skipped_perturbed = 0
         for i, ep in self.episodes.items():
             last = (spec.frames - 1) * self.gap
-            clean = np.ones(len(ep.frame_steps), bool) if ep.chunk_clean is None else ep.chunk_clean
             for k in range(len(ep.frame_steps) - last):
                 if ep.frame_steps[k + last] + spec.chunk > ep.length:
                     continue
-                if not all(clean[k + j * self.gap] for j in range(spec.frames)):
+                if not all(ep.chunk_clean[k + j * self.gap] for j in range(spec.frames)):
                     self.skipped_perturbed += 1
                     continue
                 index.append((i, k))
