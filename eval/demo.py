@@ -136,6 +136,7 @@ def train_overrides(cfg: DictConfig, run_dir: Path, data: Path, fast: Path, vq: 
         "optim.lr": float(t.lr),
         "schedule.warmup_steps": int(t.warmup_steps),
         "checkpoint.every": int(t.checkpoint_every),
+        "ema.decay": float(t.get("ema_decay", 0.0)),
         "wandb.mode": str(cfg.get("wandb", "disabled")),
         "log_every": 25,
     }

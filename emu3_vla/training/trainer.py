@@ -40,6 +40,7 @@ from emu3_vla.modeling import count_parameters
 from emu3_vla.training import data_prep, distributed, lora
 from emu3_vla.training.checkpoints import CheckpointManager
 from emu3_vla.training.config import ConfigError, save_config
+from emu3_vla.training.ema import WeightEMA
 from emu3_vla.training.sampler import GlobalBatchSampler
 from emu3_vla.training.schedule import lr_factor
 from emu3_vla.vla import VLAModel
@@ -174,6 +175,9 @@ class Trainer:
             # plus the adapter state saved in trainer_state.pt.
             vla.bundle.decoder = data_prep.build_model(cfg, vla.action_tokenizer, vla.spec, mapping).bundle.decoder
         decoder = vla.bundle.decoder.to(env.device)
+        if state is not None and "training_weights" in state:
+            # With a weight average, model/ holds the average; training continues from the raw weights.
+            decoder.load_state_dict(state["training_weights"])
         decoder.config.use_cache = False
         if cfg.gradient_checkpointing:
             decoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -190,6 +194,7 @@ class Trainer:
             if state is not None:
                 lora.load_trainable_state(trainable, state["lora"])
         self.peft_model = trainable if self.lora else None
+        self.ema = self._make_ema(decoder, strategy, state)
         self.model = distributed.wrap_model(trainable, env, strategy)
         self.optimizer = torch.optim.AdamW(
             _param_groups(self.model, float(cfg.optim.weight_decay), row_trained=self.lora),
@@ -220,6 +225,24 @@ class Trainer:
                 env.world_size,
                 env.device,
             )
+
+    def _make_ema(self, decoder: torch.nn.Module, strategy: str, state: dict | None) -> WeightEMA | None:
+        decay = float(OmegaConf.select(self.cfg, "ema.decay", default=0.0) or 0.0)
+        if decay == 0.0:
+            return None
+        if self.lora:
+            raise ConfigError("ema.decay averages full weights; with lora.enabled=true set ema.decay=0")
+        if self.env.distributed and strategy == "fsdp":
+            raise ConfigError(
+                "ema.decay needs whole weights on every process: use distributed.strategy=ddp or ema.decay=0"
+            )
+        try:
+            ema = WeightEMA(decoder, decay)
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+        if state is not None and "ema" in state:
+            ema.load_state_dict(state["ema"])
+        return ema
 
     def _load_checkpoint(self, where: Path) -> tuple[int, tuple[VLAModel, dict]] | None:
         def load(path: Path) -> tuple[VLAModel, dict]:
@@ -282,6 +305,8 @@ class Trainer:
             group["lr"] = lr
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.vla.bundle.decoder)
         sums = distributed.all_reduce_sum(sums, env)
         return {
             "step": step + 1,
@@ -306,6 +331,10 @@ class Trainer:
         optim_state = get_optimizer_state_dict(self.model, self.optimizer, options=full)
         if self.env.is_main:
             state = {"step": step, "optimizer": optim_state, "rng": _rng_state()}
+            if self.ema is not None:  # deploy the average; keep the raw weights to train on
+                state["training_weights"] = model_state
+                state["ema"] = self.ema.state_dict()
+                model_state = self.ema.averaged(model_state)
             adapter_writer = None
             if self.lora:
                 state["lora"] = lora.trainable_state(self.peft_model)
