@@ -57,7 +57,10 @@ class WeightEMA:
         }
 
     def state_dict(self) -> dict[str, object]:
-        return {"decay": self.decay, "updates": self.updates, "shadow": {k: v.clone() for k, v in self.shadow.items()}}
+        """The average's state for ``trainer_state.pt``. The shadows are returned, not copied: the
+        checkpoint is written before the next update, and a copy would double the average's memory
+        (the whole model again) at every checkpoint."""
+        return {"decay": self.decay, "updates": self.updates, "shadow": dict(self.shadow)}
 
     def load_state_dict(self, state: Mapping[str, object]) -> None:
         shadow = state["shadow"]
