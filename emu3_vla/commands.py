@@ -34,6 +34,11 @@ def run_info(args: argparse.Namespace) -> int:
         print(f"checkpoint {args.checkpoint} (preset {bundle.preset})")
         print(f"  decoder parameters: {count_parameters(bundle.decoder):,}")
         print(f"  layout: {bundle.layout.to_dict()}  control ids: {bundle.layout.control_ids()}")
+        vla = bundle.extra.get("vla")
+        if vla:
+            spec = vla["spec"]
+            state = f"state dims {spec.get('state_dims')}" if spec.get("state_dims") else "no state tokens"
+            print(f"  VLA: views {vla['views']}, {spec['frames']} frames x {spec['chunk']} steps, {state}")
         return 0
     print(f"{'preset':10s} {'decoder params':>16s} {'vocab':>8s} {'codebook':>8s}  description")
     for name, preset in PRESETS.items():

@@ -7,6 +7,7 @@ token stream works unchanged from a CPU-sized model to the 8.49 B checkpoint::
 
     [0, text_size)                         text BPE ids
     [text_size - 1024, text_size)          reused as FAST action ids: llm_id = last_text_id - fast_id
+    [text_size - 1280, text_size - 1024)   reused as proprioceptive-state bins (optional input tokens)
     text_size                              <|endoftext|>  (pad)
     text_size + 1, + 2                     <|im_start|>, <|im_end|>
     text_size + 3 + i, i < 205             <|extra_i|>  (BOA=198, EOA=199, EOL=200, EOF=201, BOS=203, EOS=204)
@@ -29,6 +30,8 @@ import numpy as np
 
 NUM_EXTRA_TOKENS = 205
 ACTION_VOCAB_SIZE = 1024
+#: Bins per proprioceptive-state dimension; the bins take the text ids just below the action ids.
+STATE_VOCAB_SIZE = 256
 
 # Control roles -> index of the <|extra_i|> token that plays them in Emu3.
 _EXTRA_ROLES = {"boa": 198, "eoa": 199, "eol": 200, "eof": 201, "bos": 203, "eos": 204}
@@ -185,6 +188,16 @@ class TokenLayout:
         return range(self.text_size - self.action_vocab_size, self.text_size)
 
     @property
+    def state_range(self) -> range:
+        """Ids that carry proprioceptive-state bins: the ``STATE_VOCAB_SIZE`` text ids below the action ids.
+
+        Like the action ids they reuse rare text ids (counted backwards, bin 0 just below FAST id 0),
+        so a real checkpoint's vocabulary needs no new rows; the position in the sequence says which
+        meaning an id has."""
+        stop = self.action_range.start
+        return range(max(stop - STATE_VOCAB_SIZE, 0), stop)
+
+    @property
     def visual_range(self) -> range:
         return range(self.visual_base, self.vocab_size)
 
@@ -230,6 +243,16 @@ class TokenLayout:
         """Language-model id(s) in the action range -> FAST id(s)."""
         _check_range(ids, self.action_range.start, self.action_range.stop, "action token id")
         return self.last_text_id - ids
+
+    def state_to_id(self, bins: Any) -> Any:
+        """State bin(s) in ``[0, 256)`` -> language-model id(s): ``action_range.start - 1 - bin``."""
+        if len(self.state_range) < STATE_VOCAB_SIZE:
+            raise TokenRangeError(
+                f"text_size={self.text_size} leaves {len(self.state_range)} ids below the action ids; "
+                f"state tokens need {STATE_VOCAB_SIZE}"
+            )
+        _check_range(bins, 0, STATE_VOCAB_SIZE, "state bin")
+        return self.action_range.start - 1 - bins
 
     def is_action_id(self, ids: Any) -> Any:
         return (ids >= self.action_range.start) & (ids < self.action_range.stop)

@@ -3,7 +3,8 @@
 Every ``execute_steps`` environment steps (default: the chunk length, 10) the policy queries the
 model once per environment:
 
-1. the current camera views are VQ-encoded (all querying environments in one batch);
+1. the current camera views are VQ-encoded (all querying environments in one batch); a model trained
+   with state tokens also reads the proprioceptive state (``obs_keys["state"]``, CALVIN's ``robot_obs``);
 2. the prompt is the instruction, the previous frame and the action tokens generated for it
    (a sliding two-frame window), the current frame and ``[BOA]`` — built by the same
    :class:`~emu3_vla.data.sequence.SequenceBuilder` that built the training windows;
@@ -34,6 +35,7 @@ import numpy as np
 import torch
 
 from action_tokenizer import binarize_gripper
+from emu3_vla.data.sequence import STATE
 from emu3_vla.generation import ActionLengthConstraint, TokenSetConstraint, decode
 from emu3_vla.inference import FastDecoder
 from emu3_vla.vla import VLAModel
@@ -41,7 +43,7 @@ from policies.base import Observation, get_path, resolve_env_ids
 
 log = logging.getLogger(__name__)
 
-CALVIN_OBS_KEYS = {"static": "rgb_obs.rgb_static", "gripper": "rgb_obs.rgb_gripper"}
+CALVIN_OBS_KEYS = {"static": "rgb_obs.rgb_static", "gripper": "rgb_obs.rgb_gripper", STATE: "robot_obs"}
 DECODERS = ("plain", "static", "parallel")
 
 
@@ -90,9 +92,10 @@ class Emu3VLAPolicy:
         self.vla = vla
         self.execute_steps = execute_steps
         self.obs_keys = dict(CALVIN_OBS_KEYS if obs_keys is None else obs_keys)
-        missing = [v for v in vla.spec.views if v not in self.obs_keys]
+        needed = [*vla.spec.views, *([STATE] if vla.spec.uses_state else [])]
+        missing = [v for v in needed if v not in self.obs_keys]
         if missing:
-            raise ValueError(f"no observation key for views {missing}; pass obs_keys={{view: 'path.in.obs'}}")
+            raise ValueError(f"no observation key for {missing}; pass obs_keys={{name: 'path.in.obs'}}")
         self.device = torch.device(device)
         vla.bundle.decoder.to(self.device).eval()
         if vla.bundle.vq is not None:
@@ -165,11 +168,16 @@ class Emu3VLAPolicy:
         return np.stack([self._envs[i].queue.popleft() for i in ids])
 
     def encode_observations(self, observations: Sequence[Observation]) -> list[dict[str, np.ndarray]]:
-        """Camera views of each observation -> VQ codes per view (one batch per view)."""
+        """Camera views of each observation -> VQ codes per view (one batch per view), plus the raw
+        state vector under ``"state"`` when the model reads state."""
         codes: dict[str, np.ndarray] = {}
         for view in self.vla.spec.views:
             images = np.stack([np.asarray(get_path(o, self.obs_keys[view])) for o in observations])
             codes[view] = self.vision.encode_view(images, view).numpy()
+        if self.vla.spec.uses_state:
+            codes[STATE] = np.stack(
+                [np.asarray(get_path(o, self.obs_keys[STATE]), dtype=np.float32).reshape(-1) for o in observations]
+            )
         return [{v: codes[v][k] for v in codes} for k in range(len(observations))]
 
     def _query(self, env_ids: list[int], observations: Sequence[Observation]) -> None:

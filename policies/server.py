@@ -88,6 +88,7 @@ class PolicyServer:
             vision.codebook_size,
             spatial_factor=vision.spatial_factor,
             limits=self.config.limits,
+            state_size=max(policy.vla.spec.state_dims) + 1 if policy.vla.spec.uses_state else None,
         )
         self.metadata = self._build_metadata()
         self.worker = BatchWorker(

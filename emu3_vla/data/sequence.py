@@ -6,10 +6,13 @@ A training window of ``frames * chunk`` steps (paper: 2 x 10 at 30 Hz) becomes (
     for each of the frames (steps t, t + chunk, ...):
         static-view vision block   [SOV] "h*w" [SOT] rows+[EOL] [EOF] [EOV]
         wrist-view vision block    (same format, its own size)
+        state tokens               optional: one bin per chosen state dimension (``state_dims``)
         [BOA] FAST tokens of the chunk's actions [EOA]
 
-with per-token loss weights: 0 on ``[BOS]`` and the instruction, ``vision_weight`` (0.5) on every
-token of a vision block, ``action_weight`` (1.0) on ``[BOA]``, the action tokens and ``[EOA]``.
+with per-token loss weights: 0 on ``[BOS]``, the instruction and the state tokens (inputs, never
+predicted), ``vision_weight`` (0.5) on every token of a vision block, ``action_weight`` (1.0) on
+``[BOA]``, the action tokens and ``[EOA]``. An observation is a mapping from view name to VQ codes,
+plus the raw state vector under :data:`STATE` when the spec reads state.
 ``loss_weights[i]`` weighs the prediction *of* token ``i`` (made at position ``i - 1``).
 
 Padding and truncation rules:
@@ -31,11 +34,14 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
+from emu3_vla.data.state_tokens import StateBinning
 from emu3_vla.text_tokenizer import TextTokenizer
 from emu3_vla.vision_block import vision_block
 from emu3_vla.vocab import TokenLayout
 
 IGNORE_INDEX = -100
+#: Observation key of the raw proprioceptive state vector (not a camera view).
+STATE = "state"
 
 
 class SequenceTooLong(ValueError):
@@ -55,12 +61,34 @@ class SequenceSpec:
     blind: bool = False  # ablation: every code replaced by code 0 (same layout, no visual information)
     max_instruction_tokens: int = 48
     max_length: int | None = None
+    # Proprioceptive state tokens (none: the paper's layout). ``state_low``/``state_high`` are fitted
+    # on the training data (:class:`~emu3_vla.data.state_tokens.StateBinning`) before training starts.
+    state_dims: tuple[int, ...] = ()
+    state_low: tuple[float, ...] = ()
+    state_high: tuple[float, ...] = ()
+    state_bins: int = 256
 
     def __post_init__(self) -> None:
         if self.frames < 1 or self.chunk < 1:
             raise ValueError(f"frames and chunk must be >= 1, got frames={self.frames}, chunk={self.chunk}")
         if not self.views:
             raise ValueError("at least one camera view is needed")
+        if STATE in self.views:
+            raise ValueError(f"{STATE!r} is reserved for the proprioceptive state; rename that camera view")
+        if self.state_low and len(self.state_low) != len(self.state_dims):
+            raise ValueError(f"state_low has {len(self.state_low)} values for {len(self.state_dims)} state dims")
+
+    @property
+    def uses_state(self) -> bool:
+        return bool(self.state_dims)
+
+    def state_binning(self) -> StateBinning:
+        """The fitted binning; raises if the spec reads state but its range was never fitted."""
+        if not self.state_dims:
+            raise ValueError("this sequence layout has no state tokens")
+        if not self.state_low:
+            raise ValueError("the state bins are not fitted yet (fit them on the training data first)")
+        return StateBinning(self.state_dims, self.state_low, self.state_high, self.state_bins)
 
     @property
     def window(self) -> int:
@@ -74,8 +102,9 @@ class SequenceSpec:
     def from_dict(cls, data: Mapping) -> SequenceSpec:
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
-        if "views" in values:
-            values["views"] = tuple(values["views"])
+        for key in ("views", "state_dims", "state_low", "state_high"):
+            if key in values:
+                values[key] = tuple(values[key])
         return cls(**values)
 
 
@@ -101,13 +130,32 @@ class SequenceBuilder:
         self.layout = layout
         self.text = text_tokenizer
         self.spec = spec or SequenceSpec()
+        self._state = self.spec.state_binning() if self.spec.uses_state and self.spec.state_low else None
 
     # ------------------------------------------------------------- pieces
     def instruction_ids(self, instruction: str) -> np.ndarray:
         ids = self.text.encode(instruction.strip())[: self.spec.max_instruction_tokens]
         return np.asarray([self.layout.bos_id, *ids], dtype=np.int64)
 
-    def observation_ids(self, codes_by_view: Mapping[str, np.ndarray]) -> np.ndarray:
+    def observation_ids(self, observation: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Everything one time step shows the model: its vision blocks, then its state tokens."""
+        return np.concatenate([self.vision_ids(observation), self.state_ids(observation)])
+
+    def state_ids(self, observation: Mapping[str, np.ndarray]) -> np.ndarray:
+        """One state-bin token per state dimension the spec reads (empty without state)."""
+        if not self.spec.uses_state:
+            return np.zeros(0, dtype=np.int64)
+        if self._state is None:
+            raise ValueError("the state bins are not fitted yet (fit them on the training data first)")
+        if STATE not in observation:
+            raise KeyError(
+                f"this model reads the proprioceptive state (dims {self.spec.state_dims}) but the observation "
+                f"has no {STATE!r}; it has {sorted(observation)}"
+            )
+        bins = self._state.encode(np.asarray(observation[STATE]).reshape(-1))
+        return np.asarray(self.layout.state_to_id(bins), dtype=np.int64)
+
+    def vision_ids(self, codes_by_view: Mapping[str, np.ndarray]) -> np.ndarray:
         """Vision blocks of one time step, in the spec's view order."""
         missing = [v for v in self.spec.views if v not in codes_by_view]
         if missing:
@@ -133,7 +181,8 @@ class SequenceBuilder:
         observations: Sequence[Mapping[str, np.ndarray]],
         actions: Sequence[Sequence[int] | np.ndarray],
     ) -> TokenSequence:
-        """One window: ``observations[i]`` holds the codes of frame i per view, ``actions[i]`` the FAST
+        """One window: ``observations[i]`` holds the codes of frame i per view (and its :data:`STATE`
+        when the spec reads state), ``actions[i]`` the FAST
         ids of the chunk executed after it. ``instruction`` may be text or pre-built ids (with BOS)."""
         spec = self.spec
         if len(observations) != spec.frames or len(actions) != spec.frames:
@@ -145,11 +194,13 @@ class SequenceBuilder:
         ids = [head]
         weights = [np.zeros(len(head), dtype=np.float32)]
         for obs, act in zip(observations, actions, strict=True):
-            vis = self.observation_ids(obs)
+            vis = self.vision_ids(obs)
+            state = self.state_ids(obs)
             act_ids = self.action_ids(act)
-            ids += [vis, act_ids]
+            ids += [vis, state, act_ids]
             weights += [
                 np.full(len(vis), spec.vision_weight, dtype=np.float32),
+                np.zeros(len(state), dtype=np.float32),
                 np.full(len(act_ids), spec.action_weight, dtype=np.float32),
             ]
         seq = TokenSequence(np.concatenate(ids), np.concatenate(weights))

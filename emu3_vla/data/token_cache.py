@@ -15,6 +15,7 @@ only whole files, and a rerun resumes after the last finished episode)::
     fast_tokens    (N,) int16         FAST ids of the chunks starting at each encoded frame, flat
     fast_offsets   (F + 1,) int64     chunk i is fast_tokens[fast_offsets[i]:fast_offsets[i + 1]]
     chunk_clean    (F,) bool          no step of chunk i was perturbed (see ``PERTURBED_KEY``)
+    state          (F, S) float32     the proprioceptive state at the encoded frames (if the dataset has one)
     length         ()                 number of steps of the episode
     instruction, task                 text
 
@@ -42,7 +43,7 @@ from emu3_vla.data.episodes import Episode, EpisodeSource, action_chunks
 from emu3_vla.vision import VisionTokenizer
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 
 
 class ActionEncoder(Protocol):
@@ -96,6 +97,7 @@ class CachedEpisode:
     instruction: str
     task: str
     chunk_clean: np.ndarray  # (F,) bool: no step of the chunk from that frame was perturbed
+    state: np.ndarray | None = None  # (F, S) float32 at the encoded frames; None if the dataset has none
 
     def chunk_tokens(self, frame: int) -> np.ndarray:
         return self.fast_tokens[self.fast_offsets[frame] : self.fast_offsets[frame + 1]]
@@ -128,6 +130,7 @@ class TokenCache:
                 instruction=str(data["instruction"]),
                 task=str(data["task"]),
                 chunk_clean=data["chunk_clean"],
+                state=data["state"] if "state" in data.files else None,
             )
 
     def episodes(self) -> list[CachedEpisode]:
@@ -202,6 +205,8 @@ class TokenCache:
             arrays["fast_offsets"] = np.cumsum(lengths).astype(np.int64)
             arrays["frame_steps"] = steps.astype(np.int32)
             arrays["chunk_clean"] = clean_chunks(episode, steps, settings.chunk)
+            if episode.state is not None:
+                arrays["state"] = np.asarray(episode.state, dtype=np.float32)[steps]
             arrays["length"] = np.int64(len(episode))
             arrays["instruction"] = np.str_(episode.instruction)
             arrays["task"] = np.str_(episode.task or "")

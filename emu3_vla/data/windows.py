@@ -14,7 +14,7 @@ import logging
 import numpy as np
 import torch
 
-from emu3_vla.data.sequence import SequenceBuilder, TokenSequence
+from emu3_vla.data.sequence import STATE, SequenceBuilder, TokenSequence
 from emu3_vla.data.token_cache import CachedEpisode, TokenCache
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,11 @@ class WindowDataset(torch.utils.data.Dataset):
         self.gap = settings.chunk // settings.frame_stride  # encoded frames between window frames
         ids = range(len(cache)) if episodes is None else episodes
         self.episodes: dict[int, CachedEpisode] = {i: cache.episode(i) for i in ids}
+        if spec.uses_state and any(e.state is None for e in self.episodes.values()):
+            raise ValueError(
+                "the model reads the proprioceptive state (sequence.state_dims) but the dataset has none; "
+                "set data.state_key to the dataset's state feature or sequence.state_dims=[]"
+            )
         self._instructions = {i: builder.instruction_ids(e.instruction) for i, e in self.episodes.items()}
         index = []
         self.skipped_perturbed = 0
@@ -66,5 +71,8 @@ class WindowDataset(torch.utils.data.Dataset):
         ep = self.episodes[ep_id]
         frames = [k + j * self.gap for j in range(self.builder.spec.frames)]
         observations = [{v: ep.codes[v][f].astype(np.int64) for v in self.builder.spec.views} for f in frames]
+        if self.builder.spec.uses_state:
+            for obs, f in zip(observations, frames, strict=True):
+                obs[STATE] = ep.state[f]
         actions = [ep.chunk_tokens(f).astype(np.int64) for f in frames]
         return self.builder.build(self._instructions[ep_id], observations, actions)

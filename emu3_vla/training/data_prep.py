@@ -6,6 +6,7 @@ token cache is keyed by everything it depends on, so a second run (or a resumed 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from emu3_vla.data.episodes import EpisodeSource, action_chunks
 from emu3_vla.data.mapping import DataMapping
 from emu3_vla.data.sequence import SequenceSpec
 from emu3_vla.data.sources import open_dataset
+from emu3_vla.data.state_tokens import StateBinning
 from emu3_vla.data.token_cache import CacheSettings, TokenCache
 from emu3_vla.data.windows import WindowDataset
 from emu3_vla.training.config import ConfigError, require
@@ -66,6 +68,13 @@ def make_action_tokenizer(cfg: DictConfig, source: EpisodeSource, chunk: int):
 
 
 def sequence_spec(cfg: DictConfig, mapping: DataMapping, chunk: int, max_length: int | None) -> SequenceSpec:
+    """The layout the config asks for; state ranges are fitted later, by :func:`build_windows`."""
+    state_dims = tuple(int(d) for d in (cfg.sequence.get("state_dims") or ()))
+    if state_dims and not mapping.state_key:
+        raise ConfigError(
+            f"sequence.state_dims={list(state_dims)} reads the proprioceptive state but data.state_key is "
+            "empty; name the dataset's state feature (e.g. data.state_key=observation.state)"
+        )
     return SequenceSpec(
         views=mapping.views,
         frames=int(cfg.sequence.frames),
@@ -76,6 +85,8 @@ def sequence_spec(cfg: DictConfig, mapping: DataMapping, chunk: int, max_length:
         max_instruction_tokens=int(cfg.sequence.max_instruction_tokens),
         blind=bool(cfg.sequence.get("blind", False)),
         max_length=max_length,
+        state_dims=state_dims,
+        state_bins=int(cfg.sequence.get("state_bins", 256)),
     )
 
 
@@ -102,6 +113,8 @@ def build_model(cfg: DictConfig, action_tokenizer, spec: SequenceSpec, mapping: 
 
 
 def build_windows(cfg: DictConfig, vla: VLAModel, source: EpisodeSource, *, progress: bool) -> WindowDataset:
+    """Token cache -> training windows. A model that reads state but has no state range yet (a fresh
+    run) gets it fitted here on the cached states, so the checkpoint saves the range it trained with."""
     settings = CacheSettings(chunk=vla.spec.chunk, frame_stride=int(cfg.data.frame_stride))
     cache = TokenCache.build(
         source,
@@ -112,4 +125,22 @@ def build_windows(cfg: DictConfig, vla: VLAModel, source: EpisodeSource, *, prog
         views=vla.spec.views,
         progress=progress,
     )
+    if vla.spec.uses_state and not vla.spec.state_low:
+        vla.spec = fit_state_range(vla.spec, cache)
     return WindowDataset(cache, vla.builder())
+
+
+def fit_state_range(spec: SequenceSpec, cache: TokenCache) -> SequenceSpec:
+    """``spec`` with the state bins' ranges fitted on every cached state."""
+    states = [ep.state for ep in cache.episodes()]
+    if any(s is None for s in states):
+        raise ConfigError(
+            "sequence.state_dims reads the proprioceptive state but the dataset has none; set "
+            "data.state_key to its state feature or sequence.state_dims=[]"
+        )
+    try:
+        binning = StateBinning.fit(np.concatenate(states), spec.state_dims, spec.state_bins)
+    except ValueError as err:
+        raise ConfigError(f"sequence.state_dims: {err}") from err
+    log.info("state bins: dims %s, low %s, high %s", binning.dims, binning.low, binning.high)
+    return dataclasses.replace(spec, state_low=binning.low, state_high=binning.high)

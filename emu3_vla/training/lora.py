@@ -3,7 +3,8 @@
 FAST tokens reuse the last 1,024 text ids, whose embeddings in a pretrained Emu3 carry rare-text
 meanings; they must move for the model to read and write actions. So besides the LoRA adapters on
 the attention and MLP projections, the rows of ``embed_tokens`` and ``lm_head`` that belong to the
-action ids, ``[BOA]`` and ``[EOA]`` are trained (a gradient mask keeps every other row fixed; those
+action ids, ``[BOA]`` and ``[EOA]`` (and, for a model that reads state, the state-bin ids: the same
+reuse of rare text ids) are trained (a gradient mask keeps every other row fixed; those
 parameters sit in a no-weight-decay group, so AdamW never moves a row whose gradient is zero).
 
 Two ways to save (``lora.save``):
@@ -30,12 +31,15 @@ ROWS_FILE = "trainable_rows.safetensors"
 ROW_PARAMS = ("model.embed_tokens.weight", "lm_head.weight")
 
 
-def trainable_row_ids(layout: TokenLayout) -> torch.Tensor:
-    return torch.tensor([*layout.action_range, layout.boa_id, layout.eoa_id], dtype=torch.long)
+def trainable_row_ids(layout: TokenLayout, *, with_state: bool = False) -> torch.Tensor:
+    state = list(layout.state_range) if with_state else []
+    return torch.tensor([*state, *layout.action_range, layout.boa_id, layout.eoa_id], dtype=torch.long)
 
 
-def apply_lora(decoder: torch.nn.Module, lora_cfg: Any, layout: TokenLayout) -> torch.nn.Module:
-    """Wrap ``decoder`` with LoRA adapters and make the action-token rows trainable."""
+def apply_lora(
+    decoder: torch.nn.Module, lora_cfg: Any, layout: TokenLayout, *, with_state: bool = False
+) -> torch.nn.Module:
+    """Wrap ``decoder`` with LoRA adapters and make the action-token (and state-bin) rows trainable."""
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(
@@ -46,7 +50,7 @@ def apply_lora(decoder: torch.nn.Module, lora_cfg: Any, layout: TokenLayout) -> 
         bias="none",
     )
     model = get_peft_model(decoder, config)
-    rows = trainable_row_ids(layout)
+    rows = trainable_row_ids(layout, with_state=with_state)
     for name in ROW_PARAMS:
         param = decoder.get_parameter(name)
         mask = torch.zeros(param.shape[0], 1, dtype=param.dtype, device=param.device)
@@ -93,10 +97,12 @@ def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor])
             params[name].copy_(tensor)
 
 
-def save_adapter(model: torch.nn.Module, folder: Path, layout: TokenLayout, base: dict[str, Any]) -> None:
+def save_adapter(
+    model: torch.nn.Module, folder: Path, layout: TokenLayout, base: dict[str, Any], *, with_state: bool = False
+) -> None:
     """Adapter-only checkpoint: peft adapter files, the trainable rows, and where the base comes from."""
     model.save_pretrained(folder / "adapter")
-    rows = trainable_row_ids(layout)
+    rows = trainable_row_ids(layout, with_state=with_state)
     decoder = base_decoder(model)
     rows_by_param = {
         n.replace(".", "_"): decoder.get_parameter(n).detach()[rows].cpu().contiguous() for n in ROW_PARAMS

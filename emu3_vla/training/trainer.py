@@ -190,7 +190,7 @@ class Trainer:
                 raise ConfigError("LoRA fine-tuning runs in one process or with distributed.strategy=ddp")
             if str(cfg.lora.save) not in ("merged", "adapter"):
                 raise ConfigError(f"lora.save must be merged or adapter, got {cfg.lora.save!r}")
-            trainable = lora.apply_lora(decoder, cfg.lora, vla.bundle.layout)
+            trainable = lora.apply_lora(decoder, cfg.lora, vla.bundle.layout, with_state=vla.spec.uses_state)
             if state is not None:
                 lora.load_trainable_state(trainable, state["lora"])
         self.peft_model = trainable if self.lora else None
@@ -346,7 +346,7 @@ class Trainer:
                     }
 
                     def adapter_writer(tmp: Path) -> None:
-                        lora.save_adapter(self.peft_model, tmp, self.layout, base)
+                        lora.save_adapter(self.peft_model, tmp, self.layout, base, with_state=self.vla.spec.uses_state)
 
             def write(folder: Path) -> None:
                 self.vla.save(folder / "model", decoder_state_dict=model_state, adapter_writer=adapter_writer)

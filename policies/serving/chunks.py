@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from emu3_vla.data.sequence import STATE
 from policies.base import Observation
 from policies.emu3_policy import Emu3VLAPolicy
 from policies.serving.edge import vq_fingerprint
@@ -68,6 +69,9 @@ class ChunkedPolicy(Emu3VLAPolicy):
             encoded = self.vision.encode_images(prepared).numpy()
             for row, k in enumerate(todo):
                 codes[k][view] = encoded[row]
+        if self.vla.spec.uses_state:
+            for k, o in enumerate(observations):
+                codes[k][STATE] = o.state
         return codes
 
     def fingerprint(self) -> str:

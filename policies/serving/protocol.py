@@ -6,7 +6,7 @@ A request is one msgpack map (openpi style, flat keys)::
         "prompt": "open the drawer",                       # the instruction (str)
         "observation/image": uint8 (H, W, 3),              # camera view "static"
         "observation/wrist_image": uint8 (H, W, 3),        # camera view "gripper"
-        "observation/state": float (15,),                  # accepted, not used by this model
+        "observation/state": float (15,),                  # required by models trained with state tokens
         "reset": True,                                     # optional: start a new episode first
     }
 
@@ -67,6 +67,7 @@ class ServedObservation:
 
     pixels: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     codes: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    state: np.ndarray | None = None  # float32 (D,), only for a model that reads state
 
 
 @dataclasses.dataclass
@@ -86,7 +87,11 @@ class RequestFormat:
         *,
         spatial_factor: int = 8,
         limits: Limits | None = None,
+        state_size: int | None = None,
     ) -> None:
+        """``state_size``: the least length of ``observation/state`` a model that reads state needs
+        (its highest state index + 1); ``None`` for a model that reads images only."""
+        self.state_size = state_size
         self.views = dict(views)
         self.codebook_size = int(codebook_size)
         self.spatial_factor = int(spatial_factor)
@@ -101,7 +106,7 @@ class RequestFormat:
             "prompt_key": PROMPT_KEY,
             "reset_key": RESET_KEY,
             "state_key": STATE_KEY,
-            "state_used": False,
+            "state_used": self.state_size is not None,
             "views": {
                 name: {
                     "image_key": image_key(name),
@@ -151,7 +156,30 @@ class RequestFormat:
                     f"'{tokens_key(view)}' as integer VQ codes of shape ({h}, {w}) "
                     f"(present keys: {sorted(message)})"
                 )
+        if self.state_size is not None:
+            observation.state = self._state(message.get(STATE_KEY))
         return Request(reset=reset, prompt=prompt, observation=observation)
+
+    def _state(self, value: Any) -> np.ndarray:
+        if value is None:
+            raise RequestError(
+                f"missing '{STATE_KEY}': this model reads the robot's proprioceptive state; send it as a float "
+                f"array of at least {self.state_size} values (CALVIN: the 15-d robot_obs)"
+            )
+        if not isinstance(value, np.ndarray) and not isinstance(value, list | tuple):
+            raise RequestError(f"'{STATE_KEY}' must be a float array, got {type(value).__name__}")
+        try:
+            state = np.asarray(value, dtype=np.float32).reshape(-1)
+        except (TypeError, ValueError):
+            raise RequestError(f"'{STATE_KEY}' must hold numbers") from None
+        if state.size < self.state_size:
+            raise RequestError(
+                f"'{STATE_KEY}' has {state.size} values but the model reads index {self.state_size - 1}; "
+                "send the same state vector the model was trained on (CALVIN: the 15-d robot_obs)"
+            )
+        if not np.all(np.isfinite(state)):
+            raise RequestError(f"'{STATE_KEY}' contains NaN or infinite values")
+        return state
 
     def _prompt(self, message: dict) -> str:
         if PROMPT_KEY not in message:
