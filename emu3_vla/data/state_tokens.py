@@ -64,10 +64,11 @@ class StateBinning:
                 f"the state has {state.shape[-1]} dimensions but the model reads dims {self.dims}; "
                 "pass the same state vector as in training (CALVIN: the 15-d robot_obs)"
             )
-        if not np.all(np.isfinite(state[..., list(self.dims)])):
+        chosen = state[..., list(self.dims)]
+        if not np.all(np.isfinite(chosen)):
             raise ValueError("the state contains NaN or infinite values")
         low, high = np.asarray(self.low), np.asarray(self.high)
-        unit = (state[..., list(self.dims)] - low) / np.maximum(high - low, 1e-9)
+        unit = (chosen - low) / np.maximum(high - low, 1e-9)
         return np.clip(np.floor(unit * self.bins), 0, self.bins - 1).astype(np.int64)
 
     def centers(self, bins: np.ndarray) -> np.ndarray:
