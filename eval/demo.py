@@ -137,6 +137,7 @@ def train_overrides(cfg: DictConfig, run_dir: Path, data: Path, fast: Path, vq: 
         "schedule.warmup_steps": int(t.warmup_steps),
         "checkpoint.every": int(t.checkpoint_every),
         "ema.decay": float(t.get("ema_decay", 0.0)),
+        "precision": str(t.get("precision", "auto")),
         "sequence.state_dims": "[" + ",".join(str(int(d)) for d in (t.get("state_dims") or ())) + "]",
         "wandb.mode": str(cfg.get("wandb", "disabled")),
         "log_every": 25,

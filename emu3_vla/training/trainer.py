@@ -19,7 +19,6 @@ import logging
 import math
 import random
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ from emu3_vla.training import data_prep, distributed, lora
 from emu3_vla.training.checkpoints import CheckpointManager
 from emu3_vla.training.config import ConfigError, save_config
 from emu3_vla.training.ema import WeightEMA
+from emu3_vla.training.precision import autocast_context, prepare_for_precision, resolve_precision
 from emu3_vla.training.sampler import GlobalBatchSampler
 from emu3_vla.training.schedule import lr_factor
 from emu3_vla.vla import VLAModel
@@ -91,14 +91,6 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def _autocast(precision: str, device: torch.device):
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    if precision in ("auto", "fp32"):
-        return nullcontext()
-    raise ConfigError(f"precision must be auto, fp32 or bf16, got {precision!r}")
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float, *, row_trained: bool) -> list[dict[str, Any]]:
@@ -179,6 +171,9 @@ class Trainer:
             # With a weight average, model/ holds the average; training continues from the raw weights.
             decoder.load_state_dict(state["training_weights"])
         decoder.config.use_cache = False
+        self.precision = resolve_precision(str(cfg.precision), env.device)
+        if prepare_for_precision(decoder, self.precision, env.device):
+            log.info("bf16 autocast on CPU (AMX): attention computed in fp32 (%s)", decoder.config._attn_implementation)
         if cfg.gradient_checkpointing:
             decoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         decoder.train()
@@ -282,7 +277,7 @@ class Trainer:
             batch = {key: t.to(env.device) for key, t in batch.items()}
             with distributed.no_gradient_sync(self.model, sync=k == len(batches) - 1):
                 parts = model_weighted_loss(
-                    self.model, batch, self.layout, lambda: _autocast(str(cfg.precision), env.device)
+                    self.model, batch, self.layout, lambda: autocast_context(self.precision, env.device)
                 )
                 (parts.weighted_ce / total_weight * env.world_size).backward()
             sums += torch.stack(

@@ -1,0 +1,78 @@
+"""CPU training precision: fp32 (baseline) vs. bf16 autocast, with attention in bf16 or in fp32.
+
+    python bench/precision_bench.py [--batch 16] [--static 12 --wrist 6] [--steps 3] [--rounds 4]
+
+The trainer's action-only step (the CPU demo's recipe) on the demo's window: two frames of 12x12
+static + 6x6 wrist codes (96 / 48 pixels) with EOL, FAST chunks, instruction. Rows:
+
+* ``fp32``: the baseline, the model as built (SDPA);
+* ``bf16, sdpa``: bf16 autocast everywhere, PyTorch's CPU flash attention then runs in bf16;
+* ``bf16, sdpa_fp32``: what ``precision=native`` trains with on a CPU with AMX: projections and
+  MLPs in bf16, attention upcast to fp32 (``emu3_vla/training/precision.py``).
+
+The rows alternate round by round and each keeps its best round, so load from other processes hits
+them alike. On a CPU without AMX bf16 is emulated and the bf16 rows are slower than fp32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+
+import torch
+
+from emu3_vla.modeling import build_decoder
+from emu3_vla.presets import get_preset
+from emu3_vla.training.precision import SDPA_FP32, autocast_context, cpu_has_native_bf16
+from train_common import action_only, ours_step, timed_steps, vla_batch
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--static", type=int, default=12, help="static view code grid side (12 = 96x96 pixels)")
+    p.add_argument("--wrist", type=int, default=6)
+    p.add_argument("--steps", type=int, default=3, help="timed steps per round")
+    p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--json", default=None, help="also write the results here")
+    args = p.parse_args()
+    layout = get_preset(args.preset).layout
+    batch = action_only(vla_batch(layout, args.batch, args.static, args.wrist))
+    cpu = torch.device("cpu")
+
+    def bf16():
+        return autocast_context("bf16", cpu)
+
+    steps = {}
+    for name, attention, context in (
+        ("fp32", "sdpa", contextlib.nullcontext),
+        ("bf16, sdpa", "sdpa", bf16),
+        ("bf16, sdpa_fp32", SDPA_FP32, bf16),
+    ):
+        model = build_decoder(args.preset, seed=0)
+        model.set_attn_implementation(attention)
+        model.train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        steps[name] = ours_step(model, opt, batch, layout, context)
+    best = dict.fromkeys(steps, float("inf"))
+    for _ in range(args.rounds):
+        for name, fn in steps.items():
+            best[name] = min(best[name], timed_steps(fn, args.steps, warmup=1))
+    base = best["fp32"]
+    print(
+        f"{args.preset}, batch {args.batch} x {int(batch['input_ids'].shape[1])} tokens, "
+        f"{torch.get_num_threads()} threads, native bf16 (AMX): {cpu_has_native_bf16()}"
+    )
+    print(f"{'precision':20s} {'s/step':>8s} {'vs fp32':>8s}")
+    for name, seconds in best.items():
+        print(f"{name:20s} {seconds:8.3f} {base / seconds:7.2f}x")
+    if args.json:
+        res = {"seconds_per_step": best, "speedup_vs_fp32": {k: base / v for k, v in best.items()}}
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
