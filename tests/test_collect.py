@@ -295,3 +295,36 @@ def test_long_episodes_keep_every_video_frame(tmp_path):
         (video,) = (tmp_path / "long" / "videos" / f"observation.images.{key}").rglob("*.mp4")
         with av.open(str(video)) as container:
             assert sum(1 for _ in container.decode(video=0)) == steps
+
+
+def test_episodes_spread_over_small_video_files_read_back_exactly(tmp_path):
+    """The writer caps video files (lerobot appends an episode by remuxing the whole current file, so a
+    big file makes every append slow); episodes then live in several files and still read back intact."""
+    from emu3_vla.data.lerobot_source import LeRobotSource
+    from emu3_vla.data.mapping import DataMapping
+    from eval.collect_rollout import Episode
+    from eval.collect_writers import LeRobotWriter
+
+    rng = np.random.default_rng(0)
+    episodes = []
+    for e in range(4):
+        steps = 30 + 5 * e
+        static = rng.integers(0, 256, (steps, 96, 96, 3), dtype=np.uint8)  # noise: ~0.8 MB per episode
+        gripper = np.ascontiguousarray(static[:, ::2, ::2])
+        actions = np.tile(np.array([0.1 * e, 0, 0, 0, 0, 0, 1.0]), (steps, 1))
+        zeros = np.zeros((steps, 15)), np.zeros((steps, 24))
+        episodes.append(Episode("open_drawer", static, gripper, *zeros, actions, actions, steps))
+    writer = LeRobotWriter(tmp_path / "ds", static_size=96, gripper_size=48, video_file_mb=1)
+    for episode in episodes:
+        writer.add(episode, "pull the handle to open the drawer")
+    writer.finalize()
+    files = sorted((tmp_path / "ds" / "videos" / STATIC_KEY).rglob("*.mp4"))
+    assert len(files) >= 3  # lerobot's default (200 MB) would have put all four in one file
+    source = LeRobotSource(tmp_path / "ds", DataMapping.calvin(static=96, gripper=48))
+    assert len(source) == 4
+    for e, written in enumerate(episodes):
+        read = source.episode(e)
+        np.testing.assert_allclose(read.actions, written.actions.astype(np.float32))
+        for view, frames in (("static", written.static), ("gripper", written.gripper)):
+            error = np.abs(read.frames[view].astype(np.int16) - frames.astype(np.int16))
+            assert read.frames[view].shape == frames.shape and error.max() <= VIDEO_TOLERANCE
