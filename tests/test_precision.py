@@ -80,3 +80,11 @@ def test_bf16_training_on_cpu_learns_and_saves_a_stock_checkpoint(tiny_dataset, 
     vla = VLAModel.load(result.run_dir / "model")
     assert vla.bundle.decoder.config._attn_implementation == "sdpa"
     assert all(p.dtype == torch.float32 for p in vla.bundle.decoder.parameters())  # fp32 master weights
+
+
+def test_trainer_refuses_an_unknown_precision_before_touching_data(tmp_path):
+    from emu3_vla.training.trainer import Trainer
+
+    cfg = load_config("train", [f"run_dir={tmp_path / 'run'}", "precision=fp16", f"data.root={tmp_path / 'none'}"])
+    with pytest.raises(ConfigError, match="precision must be one of"):
+        Trainer(cfg)  # the missing dataset would only be noticed in setup()

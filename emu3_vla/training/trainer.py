@@ -112,6 +112,7 @@ class Trainer:
         self.run_dir = Path(cfg.run_dir)
         self.ckpts = CheckpointManager(self.run_dir, int(cfg.checkpoint.keep_last))
         self.progress = bool(cfg.progress) and self.env.is_main
+        self.precision = resolve_precision(str(cfg.precision), self.env.device)  # a bad value fails here, early
 
     # ------------------------------------------------------------------ setup
     def _resume_source(self) -> Path | None:
@@ -171,7 +172,6 @@ class Trainer:
             # With a weight average, model/ holds the average; training continues from the raw weights.
             decoder.load_state_dict(state["training_weights"])
         decoder.config.use_cache = False
-        self.precision = resolve_precision(str(cfg.precision), env.device)
         if prepare_for_precision(decoder, self.precision, env.device):
             log.info("bf16 autocast on CPU (AMX): attention computed in fp32 (%s)", decoder.config._attn_implementation)
         if cfg.gradient_checkpointing:
