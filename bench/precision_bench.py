@@ -10,8 +10,8 @@ static + 6x6 wrist codes (96 / 48 pixels) with EOL, FAST chunks, instruction. Ro
 * ``bf16, sdpa_fp32``: what ``precision=native`` trains with on a CPU with AMX: projections and
   MLPs in bf16, attention upcast to fp32 (``emu3_vla/training/precision.py``).
 
-The rows alternate round by round and each keeps its best round, so load from other processes hits
-them alike. On a CPU without AMX bf16 is emulated and the bf16 rows are slower than fp32.
+Each row keeps its best round (``train_common.best_of_rounds``). On a CPU without AMX bf16 is
+emulated and the bf16 rows are slower than fp32.
 """
 
 from __future__ import annotations
@@ -25,18 +25,12 @@ import torch
 from emu3_vla.modeling import build_decoder
 from emu3_vla.presets import get_preset
 from emu3_vla.training.precision import SDPA_FP32, autocast_context, cpu_has_native_bf16
-from train_common import action_only, ours_step, timed_steps, vla_batch
+from train_common import action_only, add_step_arguments, best_of_rounds, ours_step, vla_batch
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="tiny")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--static", type=int, default=12, help="static view code grid side (12 = 96x96 pixels)")
-    p.add_argument("--wrist", type=int, default=6)
-    p.add_argument("--steps", type=int, default=3, help="timed steps per round")
-    p.add_argument("--rounds", type=int, default=4)
-    p.add_argument("--json", default=None, help="also write the results here")
+    add_step_arguments(p, batch=16, static=12, wrist=6, rounds=4)
     args = p.parse_args()
     layout = get_preset(args.preset).layout
     batch = action_only(vla_batch(layout, args.batch, args.static, args.wrist))
@@ -56,10 +50,7 @@ def main() -> None:
         model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         steps[name] = ours_step(model, opt, batch, layout, context)
-    best = dict.fromkeys(steps, float("inf"))
-    for _ in range(args.rounds):
-        for name, fn in steps.items():
-            best[name] = min(best[name], timed_steps(fn, args.steps, warmup=1))
+    best = best_of_rounds(steps, args.rounds, args.steps)
     base = best["fp32"]
     print(
         f"{args.preset}, batch {args.batch} x {int(batch['input_ids'].shape[1])} tokens, "

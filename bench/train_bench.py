@@ -20,18 +20,12 @@ import torch
 
 from emu3_vla.modeling import build_decoder, count_parameters
 from emu3_vla.presets import get_preset
-from train_common import action_only, ours_step, stock_step, timed_steps, vla_batch
+from train_common import action_only, add_step_arguments, best_of_rounds, ours_step, stock_step, vla_batch
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="tiny")
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--steps", type=int, default=3, help="timed steps per round")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--static", type=int, default=25, help="static view code grid side (25 = 200x200 pixels)")
-    p.add_argument("--wrist", type=int, default=10)
-    p.add_argument("--json", default=None, help="also write the results here")
+    add_step_arguments(p, batch=4, static=25, wrist=10, rounds=3)
     args = p.parse_args()
     layout = get_preset(args.preset).layout
     model = build_decoder(args.preset, seed=0)
@@ -40,17 +34,13 @@ def main() -> None:
     batch = vla_batch(layout, args.batch, args.static, args.wrist)
     tokens = int(batch["attention_mask"].sum())
     none = contextlib.nullcontext
-    # Alternate the two and keep each one's best round, so load from other processes hits both alike.
     actions = action_only(batch)
     steps = {
         "stock": stock_step(model, opt, batch, none),
         "ours": ours_step(model, opt, batch, layout, none),
         "ours_action_only": ours_step(model, opt, actions, layout, none),
     }
-    best = dict.fromkeys(steps, float("inf"))
-    for _ in range(args.rounds):
-        for name, fn in steps.items():
-            best[name] = min(best[name], timed_steps(fn, args.steps, warmup=1))
+    best = best_of_rounds(steps, args.rounds, args.steps)
     t_stock, t_ours, t_actions = best["stock"], best["ours"], best["ours_action_only"]
     res = {
         "preset": args.preset,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import numpy as np
@@ -40,6 +41,30 @@ def timed_steps(step_fn, steps: int, warmup: int = 2, sync=lambda: None) -> floa
         step_fn()
     sync()
     return (time.perf_counter() - t0) / steps
+
+
+def add_step_arguments(parser: argparse.ArgumentParser, *, batch: int, static: int, wrist: int, rounds: int) -> None:
+    """The options every CPU training-step benchmark takes: the preset, the batch of windows, the timing."""
+    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--batch", type=int, default=batch)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per round")
+    parser.add_argument("--rounds", type=int, default=rounds)
+    side = static * 8
+    parser.add_argument(
+        "--static", type=int, default=static, help=f"static view code grid side ({static} = {side}x{side} pixels)"
+    )
+    parser.add_argument("--wrist", type=int, default=wrist)
+    parser.add_argument("--json", default=None, help="also write the results here")
+
+
+def best_of_rounds(steps: dict, rounds: int, steps_per_round: int) -> dict[str, float]:
+    """Seconds per step of each named step function, the best of ``rounds`` rounds. The functions
+    alternate round by round, so load from other processes hits them alike."""
+    best = dict.fromkeys(steps, float("inf"))
+    for _ in range(rounds):
+        for name, fn in steps.items():
+            best[name] = min(best[name], timed_steps(fn, steps_per_round, warmup=1))
+    return best
 
 
 def action_only(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -5,7 +5,7 @@ natively (Intel AMX): there the projections and MLPs of the tiny preset run abou
 PyTorch's CPU flash-attention kernel is *slower* in bf16 than in fp32 (measured on the demo's
 473-token windows: attention forward + backward 205 ms in fp32, 268 ms in bf16), which ate most of
 the gain (a step 4-11 % faster). :data:`SDPA_FP32` is SDPA with its inputs upcast to fp32 and
-autocast off: the projections keep bf16, attention keeps fp32 (a step about 10 % faster than fp32;
+autocast off: the projections keep bf16, attention keeps fp32 (a step 1.39x as fast as fp32,
 ``bench/precision_bench.py``). The name is set on the model for training only; it is not
 saved with checkpoints (transformers drops the attention implementation from ``config.json``).
 """
