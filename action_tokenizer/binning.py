@@ -25,6 +25,7 @@ import numpy as np
 
 from action_tokenizer.data import as_chunk_array
 from action_tokenizer.decoding import DecodeResult, as_token_batch, empty_issues
+from action_tokenizer.encoding import EncodeResult
 from action_tokenizer.gripper import NEUTRAL_GRIPPER, default_gripper_dims, resolve_dims
 from action_tokenizer.jsonfmt import dumps_readable
 from action_tokenizer.normalizer import ActionNormalizer
@@ -146,16 +147,45 @@ class BinningTokenizer:
     def bin_centres(self) -> np.ndarray:
         return -1.0 + (np.arange(self.n_bins) + 0.5) * (2.0 / self.n_bins)
 
-    def encode(self, chunks: np.ndarray | Iterable[np.ndarray]) -> list[list[int]]:
-        """Chunks in action units (N, T, D) -> N lists of T*D bin ids in [0, n_bins)."""
+    def _normalized(self, chunks: np.ndarray | Iterable[np.ndarray]) -> np.ndarray:
         data = as_chunk_array(chunks)
         if data.shape[1:] != (self.time_horizon, self.action_dim):
             raise ValueError(
                 f"this tokenizer encodes chunks of shape (N, {self.time_horizon}, {self.action_dim}), got {data.shape}"
             )
-        normalized = self.normalizer.transform(data) if self.normalizer is not None else data
+        return self.normalizer.transform(data) if self.normalizer is not None else data
+
+    def _bins(self, normalized: np.ndarray) -> list[list[int]]:
         bins = np.floor((np.clip(normalized, -1.0, 1.0) + 1.0) / 2.0 * self.n_bins).astype(np.int64)
-        return np.clip(bins, 0, self.n_bins - 1).reshape(len(data), -1).tolist()
+        return np.clip(bins, 0, self.n_bins - 1).reshape(len(normalized), -1).tolist()
+
+    def encode(self, chunks: np.ndarray | Iterable[np.ndarray]) -> list[list[int]]:
+        """Chunks in action units (N, T, D) -> N lists of T*D bin ids in [0, n_bins).
+
+        Values outside [-1, 1] saturate at the outer bins; :meth:`encode_with_report` says where."""
+        return self._bins(self._normalized(chunks))
+
+    def encode_with_report(self, chunks: np.ndarray | Iterable[np.ndarray]) -> EncodeResult:
+        """Like :meth:`encode` (same ids), plus per chunk the values clamped to [-1, 1] and a bound.
+
+        The same report as :meth:`FastTokenizer.encode_with_report`, so callers treat both alike.
+        A bin's centre is within half a bin (1/n_bins) of any value in it, and clamping moves a value
+        by ``delta = max(|x| - 1, 0)``, so each value decodes within ``1/n_bins + delta`` of the input.
+        The normaliser already clips its rescaled dims to [-1, 1] (not counted here, see
+        :mod:`action_tokenizer.encoding`), so only pass-through dims (or an un-normalised tokenizer)
+        can be clamped.
+        """
+        normalized = self._normalized(chunks)
+        beyond = np.maximum(np.abs(normalized) - 1.0, 0.0)
+        largest = beyond.max(axis=(1, 2))
+        return EncodeResult(
+            ids=self._bins(normalized),
+            num_clamped=np.count_nonzero(beyond, axis=(1, 2)).astype(np.int64),
+            max_clamp_steps=largest / (2.0 / self.n_bins),
+            num_clipped_values=np.zeros(len(normalized), dtype=np.int64),
+            error_bound=1.0 / self.n_bins + largest,
+            rounding_bound=1.0 / self.n_bins,
+        )
 
     # ------------------------------------------------------------- decode
     def _neutral_values(self) -> np.ndarray:
@@ -178,13 +208,14 @@ class BinningTokenizer:
     def decode(
         self, tokens: Any, *, strict: bool = False, time_horizon: int | None = None, action_dim: int | None = None
     ) -> DecodeResult:
-        """N token streams -> chunks (N, T, D) in action units, with per-chunk malformed flags."""
+        """N token streams -> chunks (N, T, D) in action units, with per-chunk malformed and saturated flags."""
         self._check_shape(time_horizon, action_dim)
         streams = as_token_batch(tokens)
         n_chunks, length = len(streams), self.time_horizon * self.action_dim
         issues = empty_issues(n_chunks)
         values = np.tile(self._neutral_values(), (n_chunks, 1))
         counts = np.zeros(n_chunks, dtype=np.int64)
+        read_bins = np.full((n_chunks, length), -1, dtype=np.int64)  # -1: filled in by a repair
         centres = self.bin_centres()
         for i, ids in enumerate(streams):
             known = (ids >= 0) & (ids < self.n_bins)
@@ -193,12 +224,18 @@ class BinningTokenizer:
                 ids = ids[known]
             counts[i] = ids.size
             values[i, : min(ids.size, length)] = centres[ids[:length]]
+            read_bins[i, : min(ids.size, length)] = ids[:length]
         issues["empty"] = counts == 0
         issues["too_short"] = (counts > 0) & (counts < length)
         issues["too_long"] = counts > length
         normalized = values.reshape(n_chunks, self.time_horizon, self.action_dim)
         actions = self.normalizer.inverse(normalized) if self.normalizer is not None else normalized
-        result = DecodeResult(actions=actions, issues=issues, num_decoded=counts)
+        # Values read from the stream in an outer bin, where saturated values land (gripper dims
+        # excluded: -1/+1 always sit in those bins).
+        edge = ((read_bins == 0) | (read_bins == self.n_bins - 1)).reshape(normalized.shape)
+        edge[..., list(self.config.gripper_dims)] = False
+        saturated = edge.any(axis=(1, 2))
+        result = DecodeResult(actions=actions, issues=issues, num_decoded=counts, saturated=saturated)
         if strict:
             result.raise_if_malformed(length)
         return result

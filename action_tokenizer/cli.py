@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fast = subparsers.add_parser(
         "fast",
         help="fit / inspect FAST (or binning) action tokenizers",
-        description="FAST action tokenizer: DCT + byte-level BPE over action chunks (DESIGN.md section 4).",
+        description="FAST action tokenizer: DCT + byte-level BPE over action chunks (docs/design.md section 4).",
     )
 
     def show_help(_: argparse.Namespace) -> int:

@@ -5,6 +5,13 @@ too short (EOA sampled early), too long, or contain ids that cannot occur. Insid
 must never raise: every chunk decodes to *something* finite and inside the fitted range, and the
 problem is recorded per chunk so the caller can count it. ``strict=True`` turns the same findings
 into a :class:`MalformedTokensError` for tests and offline tools.
+
+Separately from those problems, a decode marks *saturated* chunks (:attr:`DecodeResult.saturated`):
+a well-formed stream one of whose quantities sits exactly on the edge of the fitted range. An
+encode that clamped lands exactly there, so this is the decode-side trace of the loss that
+``encode_with_report`` (:class:`~action_tokenizer.encoding.EncodeResult`) reports at encode time; it
+is kept out of :data:`ISSUE_KINDS` and :attr:`DecodeResult.malformed` because the stream is not
+broken and nothing was repaired.
 """
 
 from __future__ import annotations
@@ -39,12 +46,33 @@ class DecodeResult:
         issues: kind -> (N,) bool, one entry per kind in :data:`ISSUE_KINDS`.
         num_decoded: (N,) number of coefficients (FAST) or values (binning) read from each stream.
         coefficients: (N, T, D) integer DCT coefficients actually used (FAST only).
+        saturated: (N,) bool, a quantity read from the chunk's stream (not filled in by a repair)
+            sits exactly on the edge of the fitted range: a FAST coefficient equal to its
+            per-(frequency, dim) clamp bound, a bin that is the first or last one (binning, gripper
+            dims excluded: their -1/+1 always sit there). What a clamped encode produces, so in a
+            policy's output it says the model asked for a chunk at or beyond what the tokenizer can
+            represent. It does not prove clamping happened: a sampled stream may name the edge value
+            itself, and binning's edge bins also hold in-range values within a bin of -1/+1. Native
+            FAST widens its range past the fit data (``RANGE_MARGIN``), so there an encoded chunk is
+            marked exactly when its encode clamped a coefficient. FAST reference mode has no such
+            range (its bounds are the fit's extreme coefficients, which ordinary chunks reach) and
+            marks nothing. Nor does an unmarked chunk prove nothing was lost: a value clipped to
+            the fitted value range leaves no trace in the stream. Independent of :attr:`malformed`;
+            a stream with out-of-range coefficients is both ``out_of_range`` and saturated. All
+            False when not given.
     """
 
     actions: np.ndarray
     issues: dict[str, np.ndarray]
     num_decoded: np.ndarray
     coefficients: np.ndarray | None = None
+    saturated: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.actions)
+        self.saturated = np.zeros(n, dtype=bool) if self.saturated is None else np.asarray(self.saturated, dtype=bool)
+        if self.saturated.shape != (n,):
+            raise ValueError(f"saturated must hold one flag per chunk ({n}), got shape {self.saturated.shape}")
 
     @property
     def malformed(self) -> np.ndarray:
@@ -57,6 +85,11 @@ class DecodeResult:
     @property
     def num_malformed(self) -> int:
         return int(self.malformed.sum())
+
+    @property
+    def num_saturated(self) -> int:
+        """Chunks with a quantity on the edge of the fitted range (see :attr:`saturated`); not in ``counts()``."""
+        return int(np.sum(self.saturated))
 
     def counts(self) -> dict[str, int]:
         """Chunk counts per issue kind, plus ``chunks`` and ``malformed`` totals (for logging)."""

@@ -1,6 +1,6 @@
 """FAST: action chunks -> DCT -> integers -> characters -> byte-level BPE ids in [0, vocab_size).
 
-Pipeline (Pertsch et al. 2025, DESIGN.md section 4)::
+Pipeline (Pertsch et al. 2025, docs/design.md section 4)::
 
     chunk (T, D) --normalise--> [-1, 1] --DCT-II along time--> * scale --round--> ints (T, D)
         --frequency-major flatten--> T*D ints --characters--> string --BPE--> FAST ids
@@ -11,7 +11,9 @@ Two modes share this class:
     Zig-zag characters (the common coefficients are one UTF-8 byte), an unsplit byte-level BPE
     (merges may cross any coefficient boundary), coefficients clamped to the per-(frequency, dim)
     range seen at fit (slightly widened, see :data:`RANGE_MARGIN`), decoded values clipped to the
-    fitted value range.
+    fitted value range. Such a clamp loses information yet yields a well-formed stream, so
+    :meth:`FastTokenizer.encode_with_report` reports it per chunk (with a bound on the error) and
+    ``decode`` marks the chunk ``saturated`` (:class:`~action_tokenizer.decoding.DecodeResult`).
 ``reference``
     The public FAST processor's format (``chr(v - min_token)``, regex-split byte-level BPE). Folders
     in the public format (``physical-intelligence/fast`` layout: ``processor_config.json`` with
@@ -56,8 +58,9 @@ from action_tokenizer.characters import (
     strings_to_codes,
 )
 from action_tokenizer.data import as_chunk_array
-from action_tokenizer.dct import dequantize, quantize
+from action_tokenizer.dct import dct_matrix, dequantize, quantize, rounding_error_bound
 from action_tokenizer.decoding import DecodeResult, as_token_batch, empty_issues
+from action_tokenizer.encoding import EncodeResult
 from action_tokenizer.gripper import NEUTRAL_GRIPPER, default_gripper_dims, resolve_dims
 from action_tokenizer.jsonfmt import dumps_readable
 from action_tokenizer.normalizer import ActionNormalizer
@@ -361,8 +364,8 @@ class FastTokenizer:
             raise ValueError(f"this tokenizer's normaliser is for {self.normalizer.action_dim}-d actions, not {dim}-d")
         return int(horizon), int(dim)
 
-    def _ranges(self, horizon: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
-        """Per-(frequency, dim) integer range decoded coefficients are clamped to."""
+    def _fitted_ranges(self, horizon: int, dim: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """The per-(frequency, dim) clamp range of native mode, if it applies to chunks of this shape."""
         c = self.config
         if (
             c.mode == "native"
@@ -371,6 +374,14 @@ class FastTokenizer:
             and c.coefficient_low.shape == (horizon, dim)
         ):
             return c.coefficient_low, c.coefficient_high
+        return None
+
+    def _ranges(self, horizon: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per-(frequency, dim) integer range decoded coefficients are clamped to."""
+        fitted = self._fitted_ranges(horizon, dim)
+        if fitted is not None:
+            return fitted
+        c = self.config
         high = c.max_token if c.max_token is not None else np.iinfo(np.int64).max // 4
         return np.full((horizon, dim), c.min_token, np.int64), np.full((horizon, dim), high, np.int64)
 
@@ -415,8 +426,50 @@ class FastTokenizer:
         return coeffs
 
     def encode(self, chunks: np.ndarray | Iterable[np.ndarray]) -> list[list[int]]:
-        """Chunks in action units (N, T, D) -> N lists of FAST ids in [0, vocab_size)."""
+        """Chunks in action units (N, T, D) -> N lists of FAST ids in [0, vocab_size).
+
+        Silently clamps what lies outside the fitted range; :meth:`encode_with_report` says where."""
         return self.encode_coefficients(self.quantize(chunks))
+
+    def encode_with_report(self, chunks: np.ndarray | Iterable[np.ndarray]) -> EncodeResult:
+        """Like :meth:`encode` (same ids), plus per chunk what the ids cannot give back and a bound on it.
+
+        The ids are decoded again and compared with the unclamped coefficients, so the report is
+        exact in both modes: native mode's clamp to the per-(frequency, dim) range, and reference
+        mode's losses (the character scheme clamps below ``min_token``; a coefficient whose bytes
+        never occurred at fit is dropped). With ``y = scale * DCT(x)`` the exact coefficients, ``r``
+        their rounding and ``c`` what the ids decode to, ``|c - y| <= 0.5 + |c - r|`` per
+        coefficient, and the inverse DCT turns that into, per value at step t of dim j,
+        ``|x_hat - x| <= sum_k |C[k, t]| * (0.5 + |c - r|[k, j]) / scale``; the decoder's clip to
+        the fitted value range can only move a value towards the input unless the input lies
+        outside that range by ``delta``, so the value's bound is the larger of the two. Without
+        clamping this is exactly :func:`~action_tokenizer.dct.rounding_error_bound`'s ``per_value``.
+        """
+        data = as_chunk_array(chunks)
+        ids = self.encode_coefficients(self.quantize(data))
+        _, horizon, dim = data.shape
+        normalized = self._normalize(data)
+        rounded = quantize(normalized, self.scale)
+        decoded, issues, _ = self.decode_coefficients(ids, time_horizon=horizon, action_dim=dim)
+        moved = np.abs(decoded - rounded).astype(np.float64)
+        column = np.abs(dct_matrix(horizon))  # column[k, t] = |C[k, t]|
+        per_value = np.einsum("kt,nkj->ntj", column, 0.5 + moved) / self.scale
+        # A stream that decodes to nothing returns the neutral chunk itself (see decode).
+        empty = issues["empty"]
+        per_value[empty] = np.abs(self._neutral_chunk(horizon, dim) - normalized[empty])
+        outside = np.zeros_like(normalized)
+        value_range = self._value_range(dim)
+        if value_range is not None:
+            low, high = value_range
+            outside = np.maximum(np.maximum(low - normalized, normalized - high), 0.0)
+        return EncodeResult(
+            ids=ids,
+            num_clamped=np.count_nonzero(moved, axis=(1, 2)).astype(np.int64),
+            max_clamp_steps=moved.max(axis=(1, 2)),
+            num_clipped_values=np.count_nonzero(outside, axis=(1, 2)).astype(np.int64),
+            error_bound=np.maximum(per_value, outside).max(axis=(1, 2)),
+            rounding_bound=rounding_error_bound(horizon, dim, self.scale).per_value,
+        )
 
     def encode_coefficients(self, coefficients: np.ndarray) -> list[list[int]]:
         """Integer coefficients (N, T, D) -> N lists of FAST ids (frequency-major order)."""
@@ -435,10 +488,11 @@ class FastTokenizer:
         time_horizon: int | None = None,
         action_dim: int | None = None,
     ) -> DecodeResult:
-        """Token streams -> chunks in action units, with per-chunk malformed flags.
+        """Token streams -> chunks in action units, with per-chunk malformed and saturated flags.
 
         ``tokens`` is a batch: a list of id lists / arrays, or a 2-D array or tensor. With
-        ``strict=True`` any malformed stream raises :class:`MalformedTokensError` instead.
+        ``strict=True`` any malformed stream raises :class:`MalformedTokensError` instead (a
+        saturated but well-formed stream does not; see :attr:`DecodeResult.saturated`).
         """
         horizon, dim = self._shape(time_horizon, action_dim)
         coeffs, issues, num = self.decode_coefficients(tokens, time_horizon=horizon, action_dim=dim)
@@ -450,10 +504,30 @@ class FastTokenizer:
         if value_range is not None:
             normalized = np.clip(normalized, *value_range)
         actions = self.normalizer.inverse(normalized) if self.normalizer is not None else normalized
-        result = DecodeResult(actions=actions, issues=issues, num_decoded=num, coefficients=coeffs)
+        saturated = self._saturated(coeffs, num)
+        result = DecodeResult(actions=actions, issues=issues, num_decoded=num, coefficients=coeffs, saturated=saturated)
         if strict:
             result.raise_if_malformed(horizon * dim)
         return result
+
+    def _saturated(self, coeffs: np.ndarray, num_decoded: np.ndarray) -> np.ndarray:
+        """(N,) bool: a coefficient read from the stream sits on its per-(frequency, dim) clamp bound.
+
+        Read from the stream means among the first ``min(num_decoded, T*D)`` in frequency-major
+        order; the rest are neutral fill and say nothing about the stream. Only native mode's fitted
+        ranges lie strictly outside every coefficient seen at fit (:data:`RANGE_MARGIN`), so only
+        there is a coefficient on the bound the trace of a clamp. Reference mode's bounds (and a
+        native tokenizer's, for a shape other than the fitted one) are the fit's extreme
+        coefficients themselves, e.g. the DC term of every chunk with a constant gripper, and the
+        reference encoding does not clamp above them; nothing is marked there.
+        """
+        n, horizon, dim = coeffs.shape
+        fitted = self._fitted_ranges(horizon, dim)
+        if fitted is None:
+            return np.zeros(n, dtype=bool)
+        low, high = fitted
+        read = (np.arange(horizon * dim) < np.minimum(num_decoded, horizon * dim)[:, None]).reshape(n, horizon, dim)
+        return (read & ((coeffs == low) | (coeffs == high))).any(axis=(1, 2))
 
     def decode_coefficients(
         self, tokens: Any, *, time_horizon: int | None = None, action_dim: int | None = None

@@ -10,6 +10,7 @@ import numpy as np
 
 from action_tokenizer.binning import BINNING_FORMAT, BinningTokenizer
 from action_tokenizer.decoding import DecodeResult
+from action_tokenizer.encoding import EncodeResult
 from action_tokenizer.fast import CONFIG_FILE, FAST_FORMAT, FastTokenizer
 from action_tokenizer.normalizer import ActionNormalizer
 
@@ -34,6 +35,8 @@ class ActionTokenizer(Protocol):
     def max_stream_length(self, time_horizon: int | None = None, action_dim: int | None = None) -> int: ...
 
     def encode(self, chunks: np.ndarray) -> list[list[int]]: ...
+
+    def encode_with_report(self, chunks: np.ndarray) -> EncodeResult: ...
 
     def decode(
         self, tokens: object, *, strict: bool = False, time_horizon: int | None = None, action_dim: int | None = None

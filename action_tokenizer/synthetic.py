@@ -4,7 +4,7 @@ Each trajectory has 7 dims: 6 continuous dims, each a sum of 2-4 sinusoids of 0.
 200 steps (random amplitudes summing to 0.4-0.9, random phases) plus Gaussian noise of std 0.02,
 clipped to [-1, 1]; and a -1/+1 gripper that switches 1-3 times per 200 steps. On 10-step windows
 of these, the public FAST processor needs about 14.6 tokens per chunk at scale 10 and 34 at
-scale 50, the figures DESIGN.md section 4 quotes for smooth CALVIN-like chunks.
+scale 50, the figures docs/design.md section 4 quotes for smooth CALVIN-like chunks.
 """
 
 from __future__ import annotations
