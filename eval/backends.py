@@ -5,6 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 BACKENDS = ("playtable", "calvin")
+# The policy each backend evaluates when none is named: the scripted experts need PlayTable, so
+# calvin_env gets the random policy (the floor), which runs anywhere.
+DEFAULT_POLICY = {"playtable": "expert", "calvin": "random"}
+# Policies that read what only PlayTable provides.
+PLAYTABLE_ONLY_POLICIES = {
+    "expert": "the scripted experts read PlayTable's landmarks and contact info, which calvin_env does not provide",
+}
 
 
 class SetOracle:
@@ -17,6 +24,23 @@ class SetOracle:
         return task in self.oracle.get_task_info_for_set(start_info, info, {task})
 
 
+def default_policy(backend: str) -> str:
+    """The policy spec evaluated on ``backend`` when none is given."""
+    if backend not in DEFAULT_POLICY:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+    return DEFAULT_POLICY[backend]
+
+
+def check_policy_for_backend(policy: str, backend: str) -> None:
+    """Refuses, before anything is built, a policy that cannot run on ``backend``."""
+    if backend != "playtable" and policy in PLAYTABLE_ONLY_POLICIES:
+        raise ValueError(
+            f"policy {policy!r} cannot run on --backend {backend}: {PLAYTABLE_ONLY_POLICIES[policy]}. "
+            "Use --backend playtable for it, or evaluate 'random', a checkpoint folder or remote://host:port "
+            f"on {backend}."
+        )
+
+
 def make_env(
     backend: str = "playtable",
     *,
@@ -27,7 +51,8 @@ def make_env(
 ) -> Any:
     """One simulator. ``lazy_images`` (playtable) renders cameras only when an observation's images
     are read, so a policy that looks every 10th step pays for 1 render in 10 (calvin_env renders
-    every step regardless)."""
+    every step regardless). ``calvin_dataset`` (calvin): a folder with ``.hydra/merged_config.yaml``,
+    written by ``emu3-vla eval calvin-config`` or a CALVIN dataset split."""
     if backend == "playtable":
         from envs import PlayTableEnv
 
@@ -36,7 +61,10 @@ def make_env(
         from envs.calvin_backend import CalvinEnv, CalvinNotAvailable
 
         if not calvin_dataset:
-            raise CalvinNotAvailable("--backend calvin needs --calvin-dataset (a CALVIN split such as task_D_D)")
+            raise CalvinNotAvailable(
+                "--backend calvin needs --calvin-config (a folder written by `emu3-vla eval calvin-config`) "
+                "or --calvin-dataset (a CALVIN split such as task_D_D)"
+            )
         return CalvinEnv(calvin_dataset)
     raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
 
