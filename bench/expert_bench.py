@@ -35,8 +35,8 @@ import numpy as np
 
 from envs import calvin_state_seed, task_names
 from eval.chains import load_standard_chains
-from eval.collect_jobs import Job, derive_seed, task_job
-from eval.collect_pool import RunSettings, run_jobs
+from eval.collection.jobs import Job, derive_seed, task_job
+from eval.collection.pool import RunSettings, run_jobs
 
 TARGET = 0.9
 

@@ -14,7 +14,7 @@ measured on the same held-out split:
 * bins N          uniform per-value binning, T*D tokens per chunk
 
 Then the ratios the issue asks for: native vs reference tokens at each scale (measured here, and
-against the figures DESIGN.md quotes: 14.6 tokens at scale 10, 33.5 at 50); tokens of FAST vs
+against the figures docs/design.md quotes: 14.6 tokens at scale 10, 33.5 at 50); tokens of FAST vs
 binning at the RMSE of 64-bin binning (FAST refitted at the scale whose RMSE matches it, checked);
 and our batched throughput vs the public processor's per-chunk loop, timed here too.
 
@@ -38,7 +38,7 @@ import numpy as np
 from action_tokenizer import ActionNormalizer, BinningTokenizer, FastTokenizer, load_chunks
 from action_tokenizer.synthetic import calvin_like_chunks
 
-QUOTED_REFERENCE_TOKENS = {10: 14.6, 50: 33.5}  # DESIGN.md section 4, public processor, comparable data
+QUOTED_REFERENCE_TOKENS = {10: 14.6, 50: 33.5}  # docs/design.md section 4, public processor, comparable data
 REQUIRED_BINNING_RATIO = 2.5
 
 
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         # the quoted figures were measured on synthetic data like ours; they say nothing about real data
         quoted = QUOTED_REFERENCE_TOKENS.get(int(scale)) if args.data is None and scale == int(scale) else None
         if quoted is not None:
-            line += f";  vs {quoted} quoted in DESIGN.md -> {native.tokens / quoted:.3f}x"
+            line += f";  vs {quoted} quoted in docs/design.md -> {native.tokens / quoted:.3f}x"
             if native.tokens >= quoted:
                 failures.append(f"scale {scale:g}: not below the quoted {quoted}")
         if native.tokens >= reference.tokens:

@@ -14,7 +14,7 @@ Measured in the same run, for each batch size (environments decoded together):
 
 * ``transformers``  ``model.generate`` (dynamic cache, greedy, the mask as a LogitsProcessor), and a
   plain forward for its prefill; ms/token = (generate - prefill) / 63;
-* ``decode``        emu3_vla.generation.decode (our dynamic-cache loop, what the policy ran before);
+* ``decode``        emu3_vla.decoding.decode (our dynamic-cache loop, what the policy ran before);
 * ``static``        FastDecoder(mode="static"): static cache, fused head, CUDA graphs + compiled layers;
 * ``static-eager``  the same with eager layers inside the graphs (what runs if torch.compile fails);
 * ``parallel``      FastDecoder(mode="parallel"): draft-and-verify, same tokens as greedy;
@@ -51,9 +51,8 @@ import transformers
 from transformers import Emu3ForCausalLM, LogitsProcessor, LogitsProcessorList
 
 from emu3_vla.data.sequence import SequenceBuilder, SequenceSpec
-from emu3_vla.generation import TokenSetConstraint, decode
-from emu3_vla.inference import FastDecoder, parameter_bytes, step_read_bytes
-from emu3_vla.inference.graphs import capture
+from emu3_vla.decoding import FastDecoder, TokenSetConstraint, decode, parameter_bytes, step_read_bytes
+from emu3_vla.decoding.graphs import capture
 from emu3_vla.presets import ModelPreset, get_preset
 from emu3_vla.text_tokenizer import TextTokenizer
 

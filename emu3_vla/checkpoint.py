@@ -18,12 +18,13 @@ Anything missing or unreadable raises :class:`CheckpointError` naming the path a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,22 @@ from emu3_vla.vocab import TokenLayout
 
 MARKER = "emu3_vla.json"
 FORMAT_VERSION = 1
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """transformers draws a progress bar for every weight file it reads or writes ("Loading weights",
+    "Writing model shards"); a training run that saves every 500 steps, and every evaluation worker that
+    loads a checkpoint, would print them all. Off while we load or save, restored afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 class CheckpointError(RuntimeError):
@@ -73,6 +90,7 @@ class Emu3Bundle:
         return VisionTokenizer(self.vq, views)
 
     # ------------------------------------------------------------------- save
+    @quiet_transformers()
     def save(
         self,
         folder: str | Path,
@@ -124,6 +142,7 @@ class Emu3Bundle:
 
     # ------------------------------------------------------------------- load
     @classmethod
+    @quiet_transformers()
     def load(
         cls,
         folder: str | Path,
@@ -223,6 +242,7 @@ def _load_decoder(folder: Path, device: Any, dtype: Any) -> Emu3ForCausalLM:
         raise CheckpointError(f"could not apply the LoRA adapter in {folder}: {err}") from err
 
 
+@quiet_transformers()
 def load_vq(folder: str | Path, *, device: str | torch.device = "cpu") -> Emu3VQVAE:
     """The VQ tokenizer of a folder written by ``emu3-vla train-vq`` (``vq/``), of an emu3-vla
     checkpoint, or of a transformers Emu3 checkpoint."""

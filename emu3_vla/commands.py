@@ -7,10 +7,7 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from emu3_vla.presets import PRESETS
+from emu3_vla.cli_args import PRESET_NAMES
 
 
 def register_info(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +23,7 @@ def register_info(sub: argparse._SubParsersAction) -> None:
 
 def run_info(args: argparse.Namespace) -> int:
     from emu3_vla.modeling import build_decoder, count_parameters
+    from emu3_vla.presets import PRESETS
 
     if args.checkpoint:
         from emu3_vla.checkpoint import Emu3Bundle
@@ -57,15 +55,17 @@ def register_smoke(sub: argparse._SubParsersAction) -> None:
         "image into VQ codes, decode them back to a PNG, and greedily generate tokens after an "
         "instruction + image prompt. Writes smoke.json and two PNGs to --out.",
     )
-    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model size (default: tiny)")
+    p.add_argument("--preset", default="tiny", choices=PRESET_NAMES, help="model size (default: tiny)")
     p.add_argument("--tokens", type=int, default=20, help="tokens to generate (default: 20)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("runs/smoke"), help="output folder (default: runs/smoke)")
     p.set_defaults(func=run_smoke)
 
 
-def synthetic_image(size: int = 200, seed: int = 0) -> np.ndarray:
-    """A deterministic test picture: a colour gradient with a few solid rectangles."""
+def synthetic_image(size: int = 200, seed: int = 0):
+    """A deterministic test picture ``(size, size, 3) uint8``: a colour gradient with a few solid rectangles."""
+    import numpy as np
+
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:size, 0:size] / size
     img = np.stack([x, y, 1 - x], axis=-1) * 200 + 30
@@ -77,6 +77,8 @@ def synthetic_image(size: int = 200, seed: int = 0) -> np.ndarray:
 
 
 def run_smoke(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
     from PIL import Image
 
     from emu3_vla.checkpoint import Emu3Bundle

@@ -1,6 +1,6 @@
 """Named model sizes: decoder and VQ tokenizer configurations that share one token layout.
 
-``emu3-8b`` is the released Emu3 configuration (8.49 B parameters, DESIGN.md section 2-3). The
+``emu3-8b`` is the released Emu3 configuration (8.49 B parameters, docs/design.md section 2-3). The
 smaller presets keep the architecture and the layout's structure and shrink widths, depths, the
 text range and the codebook, so that the same code trains on two CPU cores (``tiny``), on one GPU
 in minutes (``small``) or benchmarks a 1-2 B model (``emu3-1b``).

@@ -18,7 +18,6 @@ cost (``tests/test_vision.py`` checks the equality against the stock methods).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 
 import numpy as np
@@ -26,23 +25,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Emu3VQVAE
 
-
-@dataclasses.dataclass(frozen=True)
-class ViewSpec:
-    """One camera as the model sees it: its name and the (height, width) it is resized to."""
-
-    name: str
-    height: int
-    width: int
-
-    def code_shape(self, spatial_factor: int = 8) -> tuple[int, int]:
-        return self.height // spatial_factor, self.width // spatial_factor
-
-
-CALVIN_VIEWS: dict[str, ViewSpec] = {
-    "static": ViewSpec("static", 200, 200),
-    "gripper": ViewSpec("gripper", 80, 80),
-}
+from emu3_vla.views import CALVIN_VIEWS, ViewSpec
 
 
 def to_pixels(images: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:

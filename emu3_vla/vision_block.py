@@ -1,6 +1,6 @@
 """Vision blocks: a grid of VQ codes as the token run Emu3 reads and writes.
 
-Paper data format (DESIGN.md section 2)::
+Paper data format (docs/design.md section 2)::
 
     [SOV] "{h}*{w}" [SOT] row_1 [EOL] row_2 [EOL] ... row_h [EOL] [EOF] [EOV]
 

@@ -1,7 +1,7 @@
 """The Emu3 token layout: one object that knows every id range of the shared vocabulary.
 
 Emu3 puts text, control tokens, visual codes and (for the VLA) action tokens into one vocabulary.
-The real checkpoints use the layout below (DESIGN.md section 2); small presets keep exactly the same
+The real checkpoints use the layout below (docs/design.md section 2); small presets keep exactly the same
 structure with a smaller text range and codebook, so every piece of code that builds or parses a
 token stream works unchanged from a CPU-sized model to the 8.49 B checkpoint::
 

@@ -13,10 +13,13 @@
 """
 
 from envs.calvin_data import (
+    SUBTASK_STEPS,
     SYMBOLIC_KEYS,
+    TASK_FAMILIES,
     load_eval_sequences,
     load_start_states,
     load_symbolic_tasks,
+    task_family,
     task_instructions,
     task_names,
 )
@@ -40,7 +43,9 @@ __all__ = [
     "ENV_ID",
     "LAYOUTS",
     "NEUTRAL_ROBOT_OBS",
+    "SUBTASK_STEPS",
     "SYMBOLIC_KEYS",
+    "TASK_FAMILIES",
     "LazyImages",
     "PlayTableEnv",
     "PlayTableGymEnv",
@@ -60,6 +65,7 @@ __all__ = [
     "start_obs_for_state",
     "success",
     "symbolic_state",
+    "task_family",
     "task_instructions",
     "task_names",
 ]

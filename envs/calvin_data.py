@@ -74,6 +74,25 @@ def task_names() -> list[str]:
     return list(load_symbolic_tasks()["task_categories"])
 
 
+#: CALVIN's steps per subtask (the protocol's episode length, in evaluation and in demonstrations).
+SUBTASK_STEPS = 360
+#: Task families, for per-family tables: what the robot has to do with what.
+TASK_FAMILIES = ("articulated", "lift", "place", "stack", "push", "rotate")
+
+
+def task_family(task: str) -> str:
+    """``articulated`` (drawer, sliding door, switch, button), ``lift``, ``place``, ``stack`` (stack and
+    unstack), ``push`` (left/right and into the drawer) or ``rotate``."""
+    for prefix, family in (("lift_", "lift"), ("place_", "place"), ("push_", "push"), ("rotate_", "rotate")):
+        if task.startswith(prefix):
+            return family
+    if task in ("stack_block", "unstack_block"):
+        return "stack"
+    if task not in task_names():
+        raise ValueError(f"unknown CALVIN task {task!r}")
+    return "articulated"
+
+
 @cache
 def _instructions_raw(split: str) -> str:
     return _read_text(f"{split}_instructions.yaml")

@@ -20,12 +20,12 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
+from envs.calvin_data import SUBTASK_STEPS
 from envs.playtable.cameras import GRIPPER_CAMERA, STATIC_CAMERA
 from envs.playtable.env import PlayTableEnv
 from envs.tasks import TaskOracle
 
 ENV_ID = "envs/PlayTable-v0"
-SUBTASK_STEPS = 360
 _ANGLE = np.pi + 1e-3
 # Generous but finite bounds: tcp xyz, tcp euler, gripper width, 7 Panda joints (limits plus a
 # margin), gripper action.

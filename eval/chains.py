@@ -50,6 +50,8 @@ Chain = tuple[SymbolicState, list[str]]
 STANDARD_NUM_CHAINS = 1000
 CHAIN_LENGTH = 5
 FINAL_SHUFFLE_SEED = 0
+# Training chains draw from numpy streams keyed by this tag, never from CALVIN's evaluation streams.
+TRAINING_SEED_BASE = 20_251_205
 # Bump when a code change alters what generate_chains returns, so stale cache files are ignored.
 GENERATOR_VERSION = 1
 _FIRST_BATCH = 2048
@@ -294,6 +296,52 @@ def chains_from_json(text: str) -> list[Chain]:
     ):
         raise ValueError("chain file must be a JSON list of [state, [task, ...]] pairs")
     return [(state, list(tasks)) for state, tasks in raw]
+
+
+def chain_key(state: Mapping[str, object], tasks: Sequence[str]) -> tuple:
+    """A hashable identity of a chain: its start state (in CALVIN's key order) and its tasks."""
+    return (tuple(state[k] for k in STATE_KEYS), tuple(tasks))
+
+
+def training_chains(num_chains: int, seed: int = 0, *, definitions: TaskDefinitions | None = None) -> list[Chain]:
+    """``num_chains`` distinct chains for demonstrations, valid as CALVIN's are but never one of them.
+
+    The standard 1,000 are for evaluation only. These are drawn per start state from numpy's
+    ``default_rng((TRAINING_SEED_BASE, seed, state))`` (CALVIN uses the legacy generator seeded with the
+    state's index, so the streams differ), with the same validity rule (:class:`TransitionTable`),
+    shared among states as CALVIN shares its own (``chains_per_state``); any chain that is still one
+    of the standard ones (the same start state and five tasks) is dropped, as is a repeat.
+    """
+    if not isinstance(num_chains, int) or num_chains < 0:
+        raise ValueError(f"num_chains must be a non-negative int, got {num_chains!r}")
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    definitions = definitions or load_task_definitions()
+    table = _table_for(definitions)
+    standard = {chain_key(state, tasks) for state, tasks in load_standard_chains()}
+    names = definitions.names
+    starts = valid_start_states()
+    chains: list[Chain] = []
+    for index, count in enumerate(chains_per_state(num_chains, len(starts))):
+        if count == 0:
+            continue
+        start_id = table.id_of(starts[index])
+        if not table.has_valid_chain(start_id, CHAIN_LENGTH):
+            continue
+        rng = np.random.default_rng((TRAINING_SEED_BASE, seed, index))
+        kept: dict[tuple, list[str]] = {}
+        for _ in range(1_000):  # ~1 % of draws are valid; a batch of 4,096 finds ~40
+            rows = rng.permuted(np.tile(np.arange(len(names)), (4096, 1)), axis=1)[:, :CHAIN_LENGTH]
+            for row in rows[table.valid_rows(start_id, rows)]:
+                tasks = [names[i] for i in row]
+                key = chain_key(starts[index], tasks)
+                if key not in standard and key not in kept and len(kept) < count:
+                    kept[key] = tasks
+            if len(kept) == count:
+                break
+        chains.extend((dict(starts[index]), tasks) for tasks in kept.values())
+    order = np.random.default_rng((TRAINING_SEED_BASE, seed)).permutation(len(chains))
+    return [chains[k] for k in order]
 
 
 def standard_chains_path() -> Path:

@@ -1,4 +1,4 @@
-"""``emu3-vla eval calvin | tasks | merge``."""
+"""``emu3-vla eval calvin | tasks | merge | calvin-config``."""
 
 from __future__ import annotations
 
@@ -6,11 +6,14 @@ import argparse
 import json
 from pathlib import Path
 
-POLICY_HELP = "a VLA checkpoint folder, 'expert', 'random' or remote://host:port (default: expert)"
+POLICY_HELP = (
+    "a VLA checkpoint folder, 'expert', 'random' or remote://host:port (default: 'expert' on --backend playtable, "
+    "'random' on --backend calvin: the scripted experts need PlayTable and are refused on calvin)"
+)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--policy", "--checkpoint", dest="policy", default="expert", help=POLICY_HELP)
+    p.add_argument("--policy", "--checkpoint", dest="policy", default=None, help=POLICY_HELP)
     p.add_argument("--out", type=Path, required=True, help="output folder (rerun with it to resume)")
     p.add_argument(
         "--backend",
@@ -18,7 +21,14 @@ def _common(p: argparse.ArgumentParser) -> None:
         choices=["playtable", "calvin"],
         help="simulator: playtable (ships with emu3-vla) or calvin (the real calvin_env, installed separately)",
     )
-    p.add_argument("--calvin-dataset", help="CALVIN dataset split folder (backend calvin)")
+    p.add_argument(
+        "--calvin-config",
+        "--calvin-dataset",
+        dest="calvin_dataset",
+        metavar="FOLDER",
+        help="backend calvin: a folder written by `emu3-vla eval calvin-config`, or a CALVIN dataset split "
+        "(e.g. task_D_D); calvin_env is built from its .hydra/merged_config.yaml",
+    )
     p.add_argument("--variant", default="D", choices=list("ABCD"), help="playtable scene variant (default D)")
     p.add_argument("--envs", type=int, default=1, help="environments stepped together per process (batched policy)")
     p.add_argument("--workers", type=int, default=1, help="processes, each with its own environments and policy")
@@ -28,7 +38,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ep-len", type=int, default=360, help="steps per subtask (CALVIN: 360)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--execute-steps", type=int, default=None, help="actions executed per model query (<= chunk)")
-    p.add_argument("--decoder", default=None, help="VLA decoding backend (see emu3_vla.inference)")
+    p.add_argument("--decoder", default=None, help="VLA decoding backend (see emu3_vla.decoding)")
     p.add_argument("--wandb", default="disabled", choices=["disabled", "offline", "online"])
     p.add_argument(
         "--instructions",
@@ -61,13 +71,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     merge.add_argument("folder", type=Path)
     merge.add_argument("--chains", type=int, default=1000)
     merge.set_defaults(func=run_merge)
+    config = modes.add_parser(
+        "calvin-config",
+        help="write a merged_config.yaml for --backend calvin from an installed calvin_env (no dataset needed)",
+        description="Compose calvin_env's own data-collection config (static and gripper cameras, no VR input, no "
+        "recorder, data_path at the calvin_env clone's data/ folder) into FOLDER/.hydra/merged_config.yaml, the "
+        "file calvin_env reads from a CALVIN dataset split. Then: emu3-vla eval calvin --backend calvin "
+        "--calvin-config FOLDER ...",
+    )
+    config.add_argument("--out", type=Path, required=True, metavar="FOLDER", help="folder to write into")
+    config.add_argument(
+        "--calvin-env-root", type=Path, default=None, help="the calvin_env git clone (default: the installed one)"
+    )
+    config.add_argument("--scene", default="D", choices=list("ABCD"), help="CALVIN scene (default D)")
+    config.add_argument(
+        "--cameras",
+        default="static_and_gripper",
+        help="camera group of calvin_env's conf/cameras (default static_and_gripper; a tactile one needs tacto)",
+    )
+    config.set_defaults(func=run_calvin_config)
 
 
 def _settings(args: argparse.Namespace):
+    """The evaluation settings; a policy the backend cannot run is refused here, before anything is built."""
+    from eval.backends import check_policy_for_backend, default_policy
     from eval.evaluate import EvalSettings
 
+    policy = args.policy or default_policy(args.backend)
+    check_policy_for_backend(policy, args.backend)
     return EvalSettings(
-        policy=args.policy,
+        policy=policy,
         out=args.out,
         backend=args.backend,
         variant=args.variant,
@@ -117,4 +150,13 @@ def run_merge(args: argparse.Namespace) -> int:
     settings = EvalSettings(policy="merged", out=args.folder, progress=False)
     m = finalize(settings, range(args.chains), kind="chains")
     print(json.dumps({k: m[k] for k in ("chains", "complete", "avg_len", "sr@1", "sr@5")}, indent=2))
+    return 0
+
+
+def run_calvin_config(args: argparse.Namespace) -> int:
+    from envs.calvin_config import write_calvin_config
+
+    path = write_calvin_config(args.out, args.calvin_env_root, scene=args.scene, cameras=args.cameras)
+    print(f"wrote {path}")
+    print(f"evaluate with: emu3-vla eval calvin --backend calvin --calvin-config {args.out} --policy CHECKPOINT ...")
     return 0

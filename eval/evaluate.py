@@ -25,7 +25,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from eval.backends import make_env, make_oracle, max_envs_per_process
+from envs.calvin_data import SUBTASK_STEPS
+from eval.backends import check_policy_for_backend, make_env, make_oracle, max_envs_per_process
+from eval.failures import probe_factory, result_failures
+from eval.html_report import write_report
 from eval.plots import success_by_position, success_per_task
 from eval.policy_factory import make_policy
 from eval.results import ResultLog, format_summary, metrics, read_folder, shard_file, shard_indices, write_json
@@ -45,7 +48,7 @@ class EvalSettings:
     workers: int = 1
     seed: int = 0
     videos: int = 0
-    ep_len: int = 360
+    ep_len: int = SUBTASK_STEPS
     device: str = "cpu"
     execute_steps: int | None = None
     decoder: str | None = None
@@ -104,6 +107,7 @@ def _run_jobs(
         video_dir=settings.out / "videos",
         video_chains=video_chains,
         progress=progress,
+        failure_probe=probe_factory(settings.backend),
     )
     result_log = ResultLog(log_path)
     try:
@@ -124,6 +128,7 @@ def _worker(args: tuple[EvalSettings, list[ChainJob], str, set[int]]) -> None:
 
 def run(settings: EvalSettings, jobs: list[ChainJob], shard: tuple[int, int]) -> None:
     """Run the pending jobs (in ``workers`` processes when asked), logging to the output folder."""
+    check_policy_for_backend(settings.policy, settings.backend)  # before any environment is built
     settings.out.mkdir(parents=True, exist_ok=True)
     done = {r.chain_index for r in read_folder(settings.out)}
     pending = [j for j in jobs if j.chain_index not in done]
@@ -154,6 +159,7 @@ def finalize(settings: EvalSettings, indices: Sequence[int], *, kind: str) -> di
     results = [r for r in read_folder(settings.out) if r.chain_index in wanted]
     m = metrics(results)
     m.update(
+        failures=result_failures(results),
         kind=kind,
         complete=len(results) == len(wanted),
         policy=settings.policy,
@@ -168,6 +174,7 @@ def finalize(settings: EvalSettings, indices: Sequence[int], *, kind: str) -> di
         success_per_task(
             m["per_task"], settings.out / "success_per_task.png", title=f"single-task suite: {settings.policy}"
         )
+    write_report(settings.out)
     _log_wandb(settings, m)
     return m
 
@@ -304,8 +311,10 @@ def evaluate_tasks(
         "per_task": per,
         "malformed_decodes": sum(r.malformed for r in results),
         "seconds": sum(r.seconds for r in results),
+        "failures": result_failures(results),
     }
     write_json(settings.out / "results.json", m)
     success_per_task(per, settings.out / "success_per_task.png", title=f"single-task suite: {settings.policy}")
+    write_report(settings.out)
     _log_wandb(settings, m)
     return m

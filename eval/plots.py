@@ -65,3 +65,23 @@ def success_per_task_compare(rows: dict[str, dict[str, dict[str, float]]], out: 
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return Path(out)
+
+
+def learning_curve_plot(points: list[dict], out: str | Path, title: str = "") -> Path:
+    """Average length (left axis) and SR@1 (right axis) against training steps: does more compute pay?"""
+    steps = [p["step"] for p in points]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot(steps, [p["avg_len"] for p in points], "o-", color="#1f5fa8", label="average length")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("average length (of 5)", color="#1f5fa8")
+    ax.set_ylim(bottom=0)
+    right = ax.twinx()
+    right.plot(steps, [100 * p["sr@1"] for p in points], "s--", color="#d8843b", label="SR@1")
+    right.set_ylabel("SR@1 (%)", color="#d8843b")
+    right.set_ylim(0, 100)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return Path(out)

@@ -34,6 +34,7 @@ class ChainResult:
     steps: list[int]  # environment steps spent on each attempted subtask
     malformed: int = 0  # malformed action streams the policy decoded during the chain
     seconds: float = 0.0
+    failure: str | None = None  # why the failed subtask failed, for block tasks (eval.failures)
 
     @property
     def completed(self) -> int:

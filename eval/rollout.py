@@ -1,6 +1,6 @@
 """Run CALVIN long-horizon chains: several environments stepped together, one batched policy.
 
-The protocol (DESIGN.md section 6): each chain resets the scene once from its symbolic start state
+The protocol (docs/design.md section 6): each chain resets the scene once from its symbolic start state
 (with the chain's own seed); for each of its 5 subtasks the policy is reset and gets 360 steps;
 success is checked after every step against the current subtask only; a chain stops at its first
 failure. ``num_envs`` environments run different chains at the same time so that a batched policy
@@ -19,11 +19,11 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from envs.calvin_data import SUBTASK_STEPS
 from eval.results import ChainResult
 from eval.video import ChainVideo
 
 log = logging.getLogger(__name__)
-EP_LEN = 360
 
 
 @dataclasses.dataclass
@@ -47,6 +47,7 @@ class _Slot:
     malformed_at_start: int = 0
     started: float = 0.0
     video: ChainVideo | None = None
+    probe: Any = None  # eval.failures.FailureProbe of the running block subtask
 
 
 def _malformed(policy: Any, env_id: int) -> int:
@@ -64,11 +65,14 @@ class ChainRunner:
         instructions: dict[str, str],
         oracle: Any,
         *,
-        ep_len: int = EP_LEN,
+        ep_len: int = SUBTASK_STEPS,
         video_dir: Path | None = None,
         video_chains: Iterable[int] = (),
         progress: bool = True,
+        failure_probe: Callable[[str, Any], Any] | None = None,
     ) -> None:
+        """``failure_probe(task, start_info)``: a probe that watches a subtask and labels its failure
+        (:class:`eval.failures.FailureProbe`), or None for tasks it does not cover."""
         self.slots = [_Slot(env) for env in envs]
         self.policy = policy
         self.instructions = instructions
@@ -77,6 +81,7 @@ class ChainRunner:
         self.video_dir = video_dir
         self.video_chains = set(video_chains)
         self.progress = progress
+        self.failure_probe = failure_probe
         self.privileged = bool(getattr(policy, "needs_info", False))
 
     def _observation(self, slot: _Slot) -> Any:
@@ -96,6 +101,7 @@ class ChainRunner:
         slot.successes, slot.step_counts = [], []
         slot.obs = slot.env.reset(job.state, seed=job.seed)
         slot.start_info = slot.env.get_info()
+        slot.probe = self._probe(job.tasks[0], slot.start_info)
         slot.malformed_at_start = _malformed(self.policy, k)
         slot.started = time.perf_counter()
         slot.video = None
@@ -104,6 +110,9 @@ class ChainRunner:
         self.policy.reset(k)
         if hasattr(self.policy, "reseed"):  # a stochastic policy draws from the chain's own seed
             self.policy.reseed(k, job.seed + job.chain_index)
+
+    def _probe(self, task: str, start_info: Any) -> Any:
+        return self.failure_probe(task, start_info) if self.failure_probe is not None else None
 
     def _finish_subtask(self, k: int, success: bool, info: Any) -> ChainResult | None:
         slot = self.slots[k]
@@ -115,6 +124,7 @@ class ChainRunner:
             slot.subtask += 1
             slot.steps = 0
             slot.start_info = info
+            slot.probe = self._probe(slot.job.tasks[slot.subtask], info)
             self.policy.reset(k)
             return None
         job = slot.job
@@ -130,6 +140,7 @@ class ChainRunner:
             steps=list(slot.step_counts),
             malformed=_malformed(self.policy, k) - slot.malformed_at_start,
             seconds=round(time.perf_counter() - slot.started, 3),
+            failure=slot.probe.label() if (slot.probe is not None and not success) else None,
         )
         slot.job = None
         return result
@@ -155,6 +166,8 @@ class ChainRunner:
                 slot = self.slots[k]
                 slot.obs, _, _, info = slot.env.step(action)
                 slot.steps += 1
+                if slot.probe is not None:
+                    slot.probe.observe(info)
                 result = None
                 if self.oracle.success(task, slot.start_info, info):
                     result = self._finish_subtask(k, True, info)

@@ -57,6 +57,26 @@ def get_path(obs: Observation, path: str) -> Any:
     return value
 
 
+#: Where CALVIN's observation dict (and PlayTable's) holds what our datasets store under their keys.
+CALVIN_OBSERVATION_PATHS: dict[str, str] = {
+    "observation.images.static": "rgb_obs.rgb_static",
+    "observation.images.gripper": "rgb_obs.rgb_gripper",
+    "observation.state": "robot_obs",
+}
+#: The observation key of the robot state in a model's input map (the same name as in a frame).
+STATE_INPUT = "state"
+
+
+def observation_keys(view_keys: Mapping[str, str], state_key: str | None = None) -> dict[str, str]:
+    """A model's inputs (view -> dataset key, and its state key) -> where to find them in an
+    observation: CALVIN's path for the keys of CALVIN-format data, else the dataset key itself (an
+    observation keyed like the dataset, as LeRobot's environments and robots produce them)."""
+    keys = {view: CALVIN_OBSERVATION_PATHS.get(key, key) for view, key in view_keys.items()}
+    if state_key:
+        keys[STATE_INPUT] = CALVIN_OBSERVATION_PATHS.get(state_key, state_key)
+    return keys
+
+
 class RandomPolicy:
     """Uniform random relative actions with a random ±1 gripper: the floor of every benchmark.
 

@@ -3,13 +3,21 @@
 :class:`RemotePolicy` implements the :class:`~policies.base.Policy` protocol over the websocket
 protocol of :mod:`policies.server`, so an evaluator drives a served model exactly like a local
 :class:`~policies.emu3_policy.Emu3VLAPolicy`: ``step`` / ``act`` return one action per environment
-step. Each environment index gets its own connection (the server keeps one episode window per
-connection); when an environment's action chunk is used up the policy sends its current
-observation and queues the returned chunk. In ``act`` every environment that needs a chunk sends
-its request before any reply is read, so the server decodes them as one batch.
+step, from the same :class:`~policies.chunk_broker.ChunkBroker`. Each environment index gets its own
+connection (the server keeps one episode window per connection); when an environment's action
+chunk is used up the policy sends its current observation and queues the returned chunk. In
+``act`` every environment that needs a chunk sends its request before any reply is read, so the
+server decodes them as one batch.
 
-Token mode (``tokenizer=EdgeTokenizer`` or a checkpoint path): camera views are VQ-encoded here
-and only the codes travel; the VQ fingerprint in the server's metadata must match.
+This module is the robot side: it needs numpy, websockets and msgpack only (no torch, no
+transformers), so it runs on a robot computer. Which observation keys feed which of the model's
+inputs comes from the server's metadata (the dataset keys the model was trained on); ``obs_keys``
+overrides them. Images travel as they are and the server resizes them exactly as a local policy
+would; ``resize=True`` resizes on this side first (smaller requests; Pillow's filter, so the
+pixels, and possibly the actions, differ slightly from a local policy's).
+
+Token mode (``tokenizer=EdgeTokenizer`` or a checkpoint path; needs torch): camera views are
+VQ-encoded here and only the codes travel; the VQ fingerprint in the server's metadata must match.
 
 ``policy_from_uri("remote://host:port")`` is what ``emu3-vla eval --policy remote://host:port``
 uses. The API key comes from ``api_key=`` or the ``EMU3_VLA_API_KEY`` environment variable.
@@ -22,7 +30,6 @@ import contextlib
 import logging
 import os
 import time
-from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,9 +41,8 @@ from websockets.exceptions import InvalidStatus
 from websockets.frames import CloseCode
 from websockets.sync.client import ClientConnection, connect
 
-from policies.base import Observation, get_path, resolve_env_ids
-from policies.emu3_policy import CALVIN_OBS_KEYS
-from policies.serving.edge import EdgeTokenizer
+from policies.base import STATE_INPUT, Observation, get_path, observation_keys
+from policies.chunk_broker import ChunkBroker
 from policies.wire import WireError, packb, unpackb
 
 log = logging.getLogger(__name__)
@@ -45,6 +51,12 @@ API_KEY_ENV = "EMU3_VLA_API_KEY"
 DEFAULT_PORT = 8000
 # close codes after which a fresh connection may succeed (idle timeout, restart, server full)
 RETRYABLE_CLOSES = {CloseCode.GOING_AWAY, CloseCode.SERVICE_RESTART, CloseCode.TRY_AGAIN_LATER}
+FROM_SERVER = "from-server"  # a key default: what the server's metadata says
+# what a server that predates the inputs in its metadata was trained on
+CALVIN_INPUTS = {
+    "view_keys": {"static": "observation.images.static", "gripper": "observation.images.gripper"},
+    "state_key": "observation.state",
+}
 
 
 class RemotePolicyError(RuntimeError):
@@ -60,8 +72,8 @@ class _Refused(Exception):
         self.code = code
 
 
-class RemotePolicy:
-    """A policy served by ``emu3-vla serve``, usable wherever a local policy is."""
+class ServerChunks:
+    """The server as a :class:`~policies.chunk_broker.ChunkSource`: one connection per environment."""
 
     def __init__(
         self,
@@ -70,117 +82,82 @@ class RemotePolicy:
         api_key: str | None = None,
         *,
         obs_keys: Mapping[str, str] | None = None,
-        state_key: str | None = "robot_obs",
-        tokenizer: EdgeTokenizer | str | Path | None = None,
-        resize: bool = True,
+        state_key: str | None = FROM_SERVER,
+        tokenizer: Any = None,
+        resize: bool = False,
         connect_timeout: float = 30.0,
         request_timeout: float = 300.0,
         reconnects: int = 2,
     ) -> None:
+        """``obs_keys``: model view -> where it is in an observation (default: from the server's
+        metadata); ``state_key``: where the robot state is (default: likewise; None: never send it); ``tokenizer``: an
+        ``EdgeTokenizer`` or a checkpoint folder for token mode."""
         self.uri = host if host.startswith(("ws://", "wss://")) else f"ws://{host}:{port}"
         self.api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
-        self.obs_keys = dict(CALVIN_OBS_KEYS if obs_keys is None else obs_keys)
-        self.state_key = state_key
-        self.tokenizer = EdgeTokenizer.from_checkpoint(tokenizer) if isinstance(tokenizer, str | Path) else tokenizer
+        if isinstance(tokenizer, str | Path):
+            from policies.serving.edge import EdgeTokenizer  # torch: only in token mode
+
+            tokenizer = EdgeTokenizer.from_checkpoint(tokenizer)
+        self.tokenizer = tokenizer
         self.resize = resize
         self.connect_timeout = connect_timeout
         self.request_timeout = request_timeout
         self.reconnects = reconnects
         self.requests = 0
         self.reconnections = 0
-        self._links: list[ClientConnection | None] = []
-        self._chunks: list[deque] = []
-        self._instructions: list[str | None] = []
-        self._pending_reset: list[bool] = []
+        self._links: dict[int, ClientConnection | None] = {}
+        self._pending_reset: set[int] = set()
         self._metadata: dict[str, Any] = {}
-        self._env(0)
         self._links[0] = self._connect()  # fail fast: a wrong address or key shows up here
+        inputs = self._metadata.get("inputs") or CALVIN_INPUTS
+        self.obs_keys = observation_keys(inputs["view_keys"], inputs.get("state_key"))
+        self.obs_keys.update(obs_keys or {})
+        if state_key is None:
+            self.obs_keys.pop(STATE_INPUT, None)
+        elif state_key != FROM_SERVER:
+            self.obs_keys[STATE_INPUT] = state_key
 
-    # ------------------------------------------------------------ metadata
     @property
     def metadata(self) -> dict[str, Any]:
-        """What the server sent on connect (action horizon, views, keys, limits)."""
         return self._metadata
 
-    @property
-    def action_horizon(self) -> int:
-        return int(self._metadata["action_horizon"])
-
-    # --------------------------------------------------------------- policy
-    def reset(self, env_index: int | None = None) -> None:
-        indices = range(len(self._chunks)) if env_index is None else [env_index]
-        for i in indices:
-            self._env(i)
-            self._chunks[i].clear()
-            self._instructions[i] = None
-            self._pending_reset[i] = True  # sent with the next request: no extra round trip
-
-    def step(self, obs: Observation, instruction: str) -> np.ndarray:
-        return self.act([obs], [instruction])[0]
-
-    def act(
-        self, observations: Sequence[Observation], instructions: Sequence[str], env_ids: Sequence[int] | None = None
-    ) -> np.ndarray:
-        """Actions ``(N, D)``; row ``k`` belongs to environment ``env_ids[k]`` (default ``k``)."""
-        if len(observations) != len(instructions):
-            raise ValueError(f"{len(observations)} observations but {len(instructions)} instructions")
-        ids = resolve_env_ids(len(observations), env_ids)
-        for i, text in zip(ids, instructions, strict=True):
-            self._env(i)
-            if self._instructions[i] != text:  # a new instruction starts a new window (server does the same)
-                self._chunks[i].clear()
-                self._instructions[i] = text
-        rows = [k for k, i in enumerate(ids) if not self._chunks[i]]
-        if rows:
-            need = [ids[k] for k in rows]
-            payloads = self._payloads(need, [observations[k] for k in rows], [instructions[k] for k in rows])
-            for i, actions in zip(need, self._exchange_all(need, payloads), strict=True):
-                self._chunks[i].extend(actions)
-        return np.stack([self._chunks[i].popleft() for i in ids])
-
     def close(self) -> None:
-        for i, link in enumerate(self._links):
+        for i, link in self._links.items():
             if link is not None:
                 link.close()
                 self._links[i] = None
 
-    def __enter__(self) -> RemotePolicy:
-        return self
+    def query(self, env_ids: list[int], observations: Sequence[Observation], instructions: Sequence[str]) -> np.ndarray:
+        """One request per environment, all sent before any reply is read: chunks ``(N, horizon, D)``."""
+        payloads = self._payloads(env_ids, observations, instructions)
+        return np.stack(self._exchange_all(env_ids, payloads))
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def reset(self, env_index: int | None = None) -> None:
+        """The server starts the environment's window over with its next request (no extra round trip)."""
+        self._pending_reset.update(self._links if env_index is None else [env_index])
 
     # ------------------------------------------------------------- requests
-    def _env(self, i: int) -> None:
-        while len(self._chunks) <= i:
-            self._links.append(None)
-            self._chunks.append(deque())
-            self._instructions.append(None)
-            self._pending_reset.append(False)
-
     def _payloads(
         self, need: list[int], observations: Sequence[Observation], instructions: Sequence[str]
     ) -> list[bytes]:
         """One request per environment ``need[k]``, from ``observations[k]`` and ``instructions[k]``."""
-        from emu3_vla.vision import resize_images
-
         messages: list[dict[str, Any]] = [{"prompt": text} for text in instructions]
         for view, info in self._metadata["views"].items():
             if view not in self.obs_keys:
                 raise ValueError(f"the server needs camera view {view!r}; pass obs_keys={{{view!r}: 'path.in.obs'}}")
-            images = [_writable(get_path(obs, self.obs_keys[view])) for obs in observations]
+            images = [np.asarray(get_path(obs, self.obs_keys[view])) for obs in observations]
             for message, image in zip(messages, images, strict=True):
                 if self.tokenizer is not None:
-                    message[info["tokens_key"]] = self.tokenizer.encode(view, image)
+                    message[info["tokens_key"]] = self.tokenizer.encode(view, _writable(image))
                 elif self.resize and image.ndim == 3 and image.dtype == np.uint8:
-                    message[info["image_key"]] = resize_images(image[None], *info["image_size"])[0].numpy()
+                    message[info["image_key"]] = resize_image(image, *info["image_size"])
                 else:
                     message[info["image_key"]] = image
         for message, i, obs in zip(messages, need, observations, strict=True):
-            if self.state_key:
+            if STATE_INPUT in self.obs_keys:
                 with contextlib.suppress(KeyError):  # the model ignores the state; send it when there is one
-                    message[self._metadata["state_key"]] = np.asarray(get_path(obs, self.state_key))
-            if self._pending_reset[i]:
+                    message[self._metadata["state_key"]] = np.asarray(get_path(obs, self.obs_keys[STATE_INPUT]))
+            if i in self._pending_reset:
                 message["reset"] = True
         return [packb(m) for m in messages]
 
@@ -209,8 +186,7 @@ class RemotePolicy:
         for i, payload in zip(need, payloads, strict=True):
             if i in failed:
                 results[i] = self._retry(i, payload, failed[i])
-        for i in need:
-            self._pending_reset[i] = False
+        self._pending_reset.difference_update(need)
         self.requests += len(need)
         return [results[i] for i in need]
 
@@ -257,19 +233,19 @@ class RemotePolicy:
 
     def _check_actions(self, reply: Any) -> np.ndarray:
         actions = reply.get("actions") if isinstance(reply, dict) else None
-        expected = (self.action_horizon, int(self._metadata["action_dim"]))
+        expected = (int(self._metadata["action_horizon"]), int(self._metadata["action_dim"]))
         if not isinstance(actions, np.ndarray) or actions.shape != expected:
             raise RemotePolicyError(f"the server's reply has no 'actions' array of shape {expected}: {reply!r:.200}")
         return actions
 
     # ---------------------------------------------------------- connections
     def _link(self, i: int) -> ClientConnection:
-        if self._links[i] is None:
+        if self._links.get(i) is None:
             self._links[i] = self._connect()
         return self._links[i]
 
     def _drop(self, i: int) -> None:
-        link = self._links[i]
+        link = self._links.get(i)
         self._links[i] = None
         if link is not None:
             link.close()
@@ -344,6 +320,72 @@ class RemotePolicy:
                         f"tokenizer makes {shape}; build it from the served checkpoint"
                     )
         self._metadata = metadata
+
+
+class RemotePolicy:
+    """A policy served by ``emu3-vla serve``, usable wherever a local policy is: the server's chunks
+    (:class:`ServerChunks`) behind a :class:`~policies.chunk_broker.ChunkBroker`."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, api_key: str | None = None, **kwargs: Any):
+        """Keyword arguments go to :class:`ServerChunks` (``obs_keys``, ``state_key``, ``tokenizer``,
+        ``resize``, timeouts, ``reconnects``)."""
+        self.server = ServerChunks(host, port, api_key, **kwargs)
+        self.broker = ChunkBroker(self.server)  # the server already cut each chunk to its action horizon
+
+    @property
+    def uri(self) -> str:
+        return self.server.uri
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """What the server sent on connect (action horizon, views, keys, inputs, limits)."""
+        return self.server.metadata
+
+    @property
+    def action_horizon(self) -> int:
+        return int(self.server.metadata["action_horizon"])
+
+    @property
+    def obs_keys(self) -> dict[str, str]:
+        return self.server.obs_keys
+
+    @property
+    def requests(self) -> int:
+        return self.server.requests
+
+    @property
+    def reconnections(self) -> int:
+        return self.server.reconnections
+
+    def reset(self, env_index: int | None = None) -> None:
+        self.broker.reset(env_index)
+
+    def step(self, obs: Observation, instruction: str) -> np.ndarray:
+        return self.act([obs], [instruction])[0]
+
+    def act(
+        self, observations: Sequence[Observation], instructions: Sequence[str], env_ids: Sequence[int] | None = None
+    ) -> np.ndarray:
+        """Actions ``(N, D)``; row ``k`` belongs to environment ``env_ids[k]`` (default ``k``)."""
+        return self.broker.act(observations, instructions, env_ids)
+
+    def close(self) -> None:
+        self.server.close()
+
+    def __enter__(self) -> RemotePolicy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``(H, W, 3) uint8`` -> ``(height, width, 3)`` with Pillow's antialiased bilinear filter."""
+    if image.shape[:2] == (height, width):
+        return image
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR))
 
 
 def _writable(value: Any) -> np.ndarray:
@@ -438,6 +480,8 @@ def _read_image(path: Path) -> np.ndarray:
 
 
 def run_tokenize_client(args: argparse.Namespace) -> int:
+    from policies.serving.edge import EdgeTokenizer
+
     tokenizer = EdgeTokenizer.from_checkpoint(args.checkpoint, device=args.device)
     if args.view not in tokenizer.views:
         raise ValueError(f"the checkpoint has no view {args.view!r}; its views: {sorted(tokenizer.views)}")

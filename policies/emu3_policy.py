@@ -1,50 +1,40 @@
-"""The closed-loop Emu3 VLA policy (DESIGN.md section 5).
+"""The closed-loop Emu3 VLA policy: a :class:`~emu3_vla.vla.VLAModel` driven per environment.
 
-Every ``execute_steps`` environment steps (default: the chunk length, 10) the policy queries the
-model once per environment:
+The model does the token work (:meth:`VLAModel.tokenize`, :meth:`VLAModel.predict`); this module
+keeps only what belongs to one environment:
 
-1. the current camera views are VQ-encoded (all querying environments in one batch); a model trained
-   with state tokens also reads the proprioceptive state (``obs_keys["state"]``, CALVIN's ``robot_obs``);
-2. the prompt is the instruction, the previous frame and the action tokens generated for it
-   (a sliding two-frame window), the current frame and ``[BOA]`` — built by the same
-   :class:`~emu3_vla.data.sequence.SequenceBuilder` that built the training windows;
-3. the model decodes greedily with a logits mask that allows only the action tokenizer's ids and
-   ``[EOA]`` (no string parsing) and, with ``exact_length=True`` (default), only ids that keep the
-   stream at most one chunk of coefficients long and ``[EOA]`` exactly when it is full
-   (:class:`~emu3_vla.generation.ActionLengthConstraint`), with a KV cache, all environments in one left-padded batch;
-   ``decoder="static"`` / ``"parallel"`` run the same greedy decoding through
-   :class:`~emu3_vla.inference.FastDecoder` (static cache, fused action head, CUDA graphs, the
-   instruction's keys/values reused across queries; ``"parallel"`` verifies drafted tokens), which
-   yields the same tokens;
-4. the action ids are decoded by the action tokenizer in relaxed mode: a malformed stream still
-   yields a finite chunk and is counted, never raised;
-5. actions are un-normalised (inside the tokenizer), clipped to [-1, 1] and the gripper set to
-   exactly -1 / +1; the first ``execute_steps`` of the chunk are queued for execution.
+* :class:`VLAWindows` — each environment's sliding window (docs/design.md section 5): the
+  instruction, the previous frame's codes and the action ids generated for it. One query encodes
+  the current frames of every environment that needs a chunk (one VQ batch per view) and decodes
+  their chunks as one batch;
+* :class:`Emu3VLAPolicy` — the :class:`~policies.base.Policy` a rollout steps with: the windows
+  behind a :class:`~policies.chunk_broker.ChunkBroker` (a queue per environment, a new instruction
+  starts a new window, ``execute_steps`` of each 10-step chunk are executed, then the model is
+  asked again).
+
+Observations are CALVIN's dicts by default; where to find each view and the robot state is read
+from the checkpoint (``obs_keys`` overrides it for simulators that name things differently).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from action_tokenizer import binarize_gripper
 from emu3_vla.data.sequence import STATE
-from emu3_vla.generation import ActionLengthConstraint, TokenSetConstraint, decode
-from emu3_vla.inference import FastDecoder
-from emu3_vla.vla import VLAModel
-from policies.base import Observation, get_path, resolve_env_ids
+from emu3_vla.vla import DECODERS, ActionDecoding, ChunkPrediction, Frame, FrameCodes, VLAModel
+from policies.base import Observation, get_path, observation_keys
+from policies.chunk_broker import ChunkBroker
 
 log = logging.getLogger(__name__)
 
-CALVIN_OBS_KEYS = {"static": "rgb_obs.rgb_static", "gripper": "rgb_obs.rgb_gripper", STATE: "robot_obs"}
-DECODERS = ("plain", "static", "parallel")
+__all__ = ["DECODERS", "Emu3VLAPolicy", "PolicyStats", "VLAWindows", "frame_reader"]
 
 
 @dataclasses.dataclass
@@ -57,15 +47,65 @@ class PolicyStats:
     issues: dict[str, int] = dataclasses.field(default_factory=dict)
     malformed_by_env: dict[int, int] = dataclasses.field(default_factory=dict)
 
+    def count(self, prediction: ChunkPrediction, env_ids: Sequence[int]) -> None:
+        decoded = prediction.decoded
+        self.queries += len(env_ids)
+        self.tokens += prediction.tokens
+        self.malformed += int(decoded.num_malformed)
+        for i, bad in zip(env_ids, decoded.malformed, strict=True):
+            self.malformed_by_env[i] = self.malformed_by_env.get(i, 0) + int(bad)
+        for kind, flags in decoded.issues.items():
+            self.issues[kind] = self.issues.get(kind, 0) + int(np.sum(flags))
+
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-@dataclasses.dataclass
-class _EnvState:
-    instruction: str | None = None
-    queue: deque = dataclasses.field(default_factory=deque)
-    history: list[tuple[dict[str, np.ndarray], np.ndarray]] = dataclasses.field(default_factory=list)
+def frame_reader(vla: VLAModel, obs_keys: Mapping[str, str] | None = None) -> Callable[[Observation], Frame]:
+    """Observation -> the frame the model reads (views, state), with keys from the checkpoint or ``obs_keys``."""
+    inputs = vla.model_inputs()
+    keys = observation_keys(inputs.view_keys, inputs.state_key if vla.spec.uses_state else None)
+    keys.update(obs_keys or {})
+    needed = [*vla.spec.views, *([STATE] if vla.spec.uses_state else [])]
+    missing = [v for v in needed if v not in keys]
+    if missing:
+        raise ValueError(f"no observation key for {missing}; pass obs_keys={{name: 'path.in.obs'}}")
+
+    def read(obs: Observation) -> Frame:
+        return {name: np.asarray(get_path(obs, keys[name])) for name in needed}
+
+    read.keys = {name: keys[name] for name in needed}  # type: ignore[attr-defined]
+    return read
+
+
+class VLAWindows:
+    """Per-environment sliding windows over a :class:`VLAModel`: a :class:`~policies.chunk_broker.ChunkSource`."""
+
+    def __init__(
+        self, vla: VLAModel, read_frame: Callable[[Any], Frame], decoding: ActionDecoding | None = None
+    ) -> None:
+        self.vla = vla
+        self.read_frame = read_frame
+        self.decoding = decoding or vla.action_decoding()
+        self.stats = PolicyStats()
+        self._history: dict[int, list[tuple[FrameCodes, np.ndarray]]] = {}
+
+    def reset(self, env_index: int | None = None) -> None:
+        if env_index is None:
+            self._history.clear()
+        else:
+            self._history.pop(env_index, None)
+
+    def query(self, env_ids: list[int], observations: Sequence[Any], instructions: Sequence[str]) -> np.ndarray:
+        """Full chunks ``(N, chunk, action_dim)``; each environment's window moves on by one frame."""
+        frames = self.vla.tokenize([self.read_frame(o) for o in observations])
+        past = self.vla.spec.frames - 1
+        histories = [self._history.get(i, [])[-past:] if past else [] for i in env_ids]
+        prediction = self.vla.predict(instructions, histories, frames, decoding=self.decoding)
+        self.stats.count(prediction, env_ids)
+        for i, frame, ids in zip(env_ids, frames, prediction.action_ids, strict=True):
+            self._history[i] = [*self._history.get(i, []), (frame, ids)][-max(past, 1) :]
+        return prediction.actions
 
 
 class Emu3VLAPolicy:
@@ -83,145 +123,43 @@ class Emu3VLAPolicy:
         decoder_options: Mapping[str, Any] | None = None,
         exact_length: bool = True,
     ) -> None:
-        """``decoder``: ``"plain"`` (:func:`~emu3_vla.generation.decode`), ``"static"`` or ``"parallel"``
-        (:class:`~emu3_vla.inference.FastDecoder`, same tokens; ``decoder_options`` go to it)."""
+        """``decoder``: ``"plain"``, ``"static"`` or ``"parallel"`` (the same actions; see
+        :meth:`VLAModel.configure_decoding`); ``execute_steps``: actions run per query (default: the chunk)."""
         chunk = vla.spec.chunk
         execute_steps = chunk if execute_steps is None else int(execute_steps)
         if not 1 <= execute_steps <= chunk:
             raise ValueError(f"execute_steps must be in [1, {chunk}] (the chunk length), got {execute_steps}")
-        self.vla = vla
+        self.vla = vla.to(device)
+        decoding = vla.action_decoding(
+            decoder, exact_length=exact_length, options=decoder_options, clip_actions=clip_actions
+        )
+        self.windows = VLAWindows(vla, frame_reader(vla, obs_keys), decoding)
+        self.broker = ChunkBroker(self.windows, execute_steps)
         self.execute_steps = execute_steps
-        self.obs_keys = dict(CALVIN_OBS_KEYS if obs_keys is None else obs_keys)
-        needed = [*vla.spec.views, *([STATE] if vla.spec.uses_state else [])]
-        missing = [v for v in needed if v not in self.obs_keys]
-        if missing:
-            raise ValueError(f"no observation key for {missing}; pass obs_keys={{name: 'path.in.obs'}}")
-        self.device = torch.device(device)
-        vla.bundle.decoder.to(self.device).eval()
-        if vla.bundle.vq is not None:
-            vla.bundle.vq.to(self.device).eval()
-        self.vision = vla.vision()
-        self.builder = vla.builder()
-        self.tokenizer = vla.action_tokenizer
-        self.clip_actions = clip_actions
-        layout = vla.layout
-        counts = self.tokenizer.coefficients_per_token() if exact_length else None
-        self.exact_length = counts is not None
-        if counts is not None:
-            total = int(self.tokenizer.time_horizon) * int(self.tokenizer.action_dim)
-            self.constraint = ActionLengthConstraint(layout, counts, total)
-            self.max_new_tokens = total + 1
-        else:  # any action ids, [EOA] after at least one; the decoder repairs a wrong length
-            n_ids = int(self.tokenizer.vocab_size)
-            allowed = range(layout.last_text_id - n_ids + 1, layout.last_text_id + 1)
-            self.constraint = TokenSetConstraint(
-                allowed, layout.eoa_id, layout.pad_id, layout.vocab_size, min_new_tokens=1
-            )
-            self.max_new_tokens = int(self.tokenizer.max_stream_length()) + 1
-        if decoder not in DECODERS:
-            raise ValueError(f"unknown decoder {decoder!r}; choose one of {DECODERS}")
-        if decoder == "plain" and decoder_options:
-            raise ValueError("decoder_options apply to decoder='static' or 'parallel' only")
-        self.decoder = decoder
-        self._fast = None
-        if decoder != "plain":
-            options = dict(decoder_options or {})
-            self._fast = FastDecoder(vla.bundle.decoder, self.constraint, pad_id=layout.pad_id, mode=decoder, **options)
-        self.gripper_dims = tuple(self.tokenizer.gripper_dims())
-        self.stats = PolicyStats()
-        self._envs: list[_EnvState] = []
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, **kwargs: Any) -> Emu3VLAPolicy:
-        device = kwargs.get("device", "cpu")
-        return cls(VLAModel.load(path, device=device), **kwargs)
+        return cls(VLAModel.load(path, device=kwargs.get("device", "cpu")), **kwargs)
 
-    # ----------------------------------------------------------------- state
+    @property
+    def stats(self) -> PolicyStats:
+        return self.windows.stats
+
+    @property
+    def decoding(self) -> ActionDecoding:
+        return self.windows.decoding
+
+    @property
+    def obs_keys(self) -> dict[str, str]:
+        return dict(self.windows.read_frame.keys)
+
     def reset(self, env_index: int | None = None) -> None:
-        if env_index is None:
-            self._envs = []
-        elif env_index < len(self._envs):
-            self._envs[env_index] = _EnvState()
+        self.broker.reset(env_index)
 
-    def _env(self, i: int) -> _EnvState:
-        while len(self._envs) <= i:
-            self._envs.append(_EnvState())
-        return self._envs[i]
-
-    # ------------------------------------------------------------------ act
     def step(self, obs: Observation, instruction: str) -> np.ndarray:
         return self.act([obs], [instruction])[0]
 
     def act(
         self, observations: Sequence[Observation], instructions: Sequence[str], env_ids: Sequence[int] | None = None
     ) -> np.ndarray:
-        if len(observations) != len(instructions):
-            raise ValueError(f"{len(observations)} observations but {len(instructions)} instructions")
-        ids = resolve_env_ids(len(observations), env_ids)
-        for i, text in zip(ids, instructions, strict=True):
-            env = self._env(i)
-            if env.instruction != text:  # a new instruction starts a new window
-                self._envs[i] = _EnvState(instruction=text)
-        needs = [k for k, i in enumerate(ids) if not self._envs[i].queue]
-        if needs:
-            self._query([ids[k] for k in needs], [observations[k] for k in needs])
-        return np.stack([self._envs[i].queue.popleft() for i in ids])
-
-    def encode_observations(self, observations: Sequence[Observation]) -> list[dict[str, np.ndarray]]:
-        """Camera views of each observation -> VQ codes per view (one batch per view), plus the raw
-        state vector under ``"state"`` when the model reads state."""
-        codes: dict[str, np.ndarray] = {}
-        for view in self.vla.spec.views:
-            images = np.stack([np.asarray(get_path(o, self.obs_keys[view])) for o in observations])
-            codes[view] = self.vision.encode_view(images, view).numpy()
-        if self.vla.spec.uses_state:
-            codes[STATE] = np.stack(
-                [np.asarray(get_path(o, self.obs_keys[STATE]), dtype=np.float32).reshape(-1) for o in observations]
-            )
-        return [{v: codes[v][k] for v in codes} for k in range(len(observations))]
-
-    def _query(self, env_ids: list[int], observations: Sequence[Observation]) -> None:
-        codes = self.encode_observations(observations)
-        frames = self.vla.spec.frames
-        prompts = []
-        for i, current in zip(env_ids, codes, strict=True):
-            env = self._envs[i]
-            history = env.history[-(frames - 1) :] if frames > 1 else []
-            prompts.append(self.builder.prompt(env.instruction, history, current).tolist())
-        if self._fast is None:
-            out = decode(
-                self.vla.bundle.decoder,
-                prompts,
-                self.constraint,
-                pad_id=self.vla.layout.pad_id,
-                max_new_tokens=self.max_new_tokens,
-            )
-        else:  # [BOS] instruction opens every prompt of an episode: its keys/values are reused
-            prefixes = [len(self.builder.instruction_ids(self._envs[i].instruction)) for i in env_ids]
-            out = self._fast.decode(prompts, max_new_tokens=self.max_new_tokens, prefix_lengths=prefixes)
-        streams = [self._fast_ids(out.row(k)) for k in range(len(env_ids))]
-        result = self.tokenizer.decode(streams)
-        self._count(result, streams, env_ids)
-        actions = result.actions[:, : self.execute_steps]
-        if self.clip_actions:
-            actions = np.clip(actions, -1.0, 1.0)
-        if self.gripper_dims:
-            actions = binarize_gripper(actions, self.gripper_dims)
-        for k, i in enumerate(env_ids):
-            env = self._envs[i]
-            env.queue.extend(actions[k])
-            env.history = ([*env.history, (codes[k], np.asarray(streams[k], dtype=np.int64))])[-max(frames - 1, 1) :]
-
-    def _fast_ids(self, row: list[int]) -> list[int]:
-        layout = self.vla.layout
-        ids = np.asarray([t for t in row if t not in (layout.eoa_id, layout.pad_id)], dtype=np.int64)
-        return layout.id_to_fast(ids).tolist() if ids.size else []
-
-    def _count(self, result: Any, streams: list[list[int]], env_ids: list[int]) -> None:
-        self.stats.queries += len(streams)
-        self.stats.tokens += sum(len(s) for s in streams)
-        self.stats.malformed += int(result.num_malformed)
-        for i, bad in zip(env_ids, result.malformed, strict=True):
-            self.stats.malformed_by_env[i] = self.stats.malformed_by_env.get(i, 0) + int(bad)
-        for kind, flags in result.issues.items():
-            self.stats.issues[kind] = self.stats.issues.get(kind, 0) + int(np.sum(flags))
+        return self.broker.act(observations, instructions, env_ids)

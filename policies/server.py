@@ -1,6 +1,6 @@
 """``emu3-vla serve``: a websocket policy server that speaks openpi's protocol.
 
-Protocol (the one ``openpi-client``'s ``WebsocketClientPolicy`` speaks, see DESIGN.md section 7):
+Protocol (the one ``openpi-client``'s ``WebsocketClientPolicy`` speaks, see docs/design.md section 7):
 
 1. the client opens a websocket (optionally with ``Authorization: Api-Key <key>``);
 2. the server sends its metadata, a msgpack map: action dimension and horizon, the request keys
@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import websockets
@@ -44,11 +44,12 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from emu3_vla import __version__
-from policies.emu3_policy import DECODERS
-from policies.serving.batcher import BatchWorker
-from policies.serving.chunks import ChunkedPolicy
+from emu3_vla.cli_args import add_decoder_argument, add_device_argument, add_dtype_argument
 from policies.serving.protocol import Limits, RequestError, RequestFormat
 from policies.wire import WireError, packb, unpackb
+
+if TYPE_CHECKING:  # the model side imports torch: loaded only when a server is built
+    from policies.serving.served_policy import ServedPolicy
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +78,14 @@ class ServerConfig:
 
 
 class PolicyServer:
-    """Serves a :class:`ChunkedPolicy` to any number of websocket clients (one episode each)."""
+    """Serves a :class:`ServedPolicy` to any number of websocket clients (one episode each)."""
 
-    def __init__(self, policy: ChunkedPolicy, config: ServerConfig | None = None) -> None:
+    def __init__(self, policy: ServedPolicy, config: ServerConfig | None = None) -> None:
+        from policies.serving.batcher import BatchWorker
+
         self.policy = policy
         self.config = config or ServerConfig()
-        vision = policy.vision
+        vision = policy.vla.vision()
         self.format = RequestFormat(
             {v: policy.vla.views[v] for v in policy.vla.spec.views},
             vision.codebook_size,
@@ -109,13 +112,16 @@ class PolicyServer:
             "server": "emu3-vla",
             "version": __version__,
             "protocol": "openpi websocket, msgpack + numpy",
-            "action_dim": int(policy.tokenizer.action_dim),
+            "action_dim": policy.vla.action_dim,
             "action_horizon": policy.execute_steps,
             "model_chunk": policy.vla.spec.chunk,
             "window_frames": policy.vla.spec.frames,
             "reply": "{'actions': (action_horizon, action_dim), 'server_timing': {...}}; execute all rows, then "
             "send the next observation",
             "vq_fingerprint": policy.fingerprint(),
+            # where the model's views and state came from in its training data, so a client can map
+            # its own observation keys (policies.base.observation_keys)
+            "inputs": policy.vla.model_inputs().to_dict(),
             "max_message_bytes": self.config.max_message_bytes,
             "idle_timeout_s": self.config.idle_timeout_s,
             **self.format.describe(),
@@ -375,16 +381,10 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, required=True, help="a VLA checkpoint folder (emu3-vla train)")
     p.add_argument("--host", default=defaults.host, help="address to bind (default: %(default)s; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=defaults.port, help="port (default: %(default)s; 0 picks a free one)")
-    p.add_argument("--device", default="cpu", help="torch device for the model (default: %(default)s)")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="decoder dtype")
+    add_device_argument(p)
+    add_dtype_argument(p)
     p.add_argument("--execute-steps", type=int, default=None, help="actions per reply (default: the chunk length)")
-    p.add_argument(
-        "--decoder",
-        choices=DECODERS,
-        default="plain",
-        help="decoding engine: plain (generation.decode) or the FastDecoder's static / parallel modes, which "
-        "yield the same tokens faster (default: %(default)s)",
-    )
+    add_decoder_argument(p)
     p.add_argument(
         "--api-key",
         default=None,
@@ -427,15 +427,16 @@ def load_policy(
     dtype: str | None = None,
     execute_steps: int | None = None,
     decoder: str = "plain",
-) -> ChunkedPolicy:
+) -> ServedPolicy:
     import torch
 
     from emu3_vla.vla import VLAModel
+    from policies.serving.served_policy import ServedPolicy
 
     if not checkpoint.is_dir():
         raise FileNotFoundError(f"checkpoint folder {checkpoint} does not exist")
     vla = VLAModel.load(checkpoint, device=device, dtype=getattr(torch, dtype) if dtype else None)
-    return ChunkedPolicy(vla, execute_steps=execute_steps, device=device, decoder=decoder)
+    return ServedPolicy(vla, execute_steps=execute_steps, device=device, decoder=decoder)
 
 
 def run_serve(args: argparse.Namespace) -> int:

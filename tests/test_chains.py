@@ -207,3 +207,18 @@ def test_bad_arguments_are_explained():
         chains_to_json([({"led": 0}, "open_drawer")])
     with pytest.raises(ValueError, match="chain 1 must be a \\(state, tasks\\) pair"):
         chains_to_json([({"led": 0}, ["open_drawer"]), 5])
+
+
+def test_training_chains_are_valid_distinct_seeded_and_never_standard():
+    from eval.chains import chain_key, training_chains
+    from eval.symbolic import is_valid_chain
+
+    chains = training_chains(400, seed=0)
+    standard = {chain_key(state, tasks) for state, tasks in load_standard_chains()}
+    keys = [chain_key(state, tasks) for state, tasks in chains]
+    assert len(chains) == 400 and len(set(keys)) == 400
+    assert not set(keys) & standard
+    assert all(is_valid_chain(state, tasks) for state, tasks in chains)
+    assert training_chains(400, seed=0) == chains and training_chains(400, seed=1) != chains
+    with pytest.raises(ValueError, match="non-negative"):
+        training_chains(-1)

@@ -13,19 +13,18 @@ import pytest
 
 from emu3_vla.data.calvin_format import CalvinSource, calvin_mapping
 from envs import PlayTableEnv, task_instructions
-from eval.collect import (
+from eval.collection.cli import config_from_args, register
+from eval.collection.collect import (
     REPORT_NAME,
     CollectConfig,
     collect,
-    config_from_args,
     demonstration_jobs,
     instruction_for,
-    register,
     run_settings,
 )
-from eval.collect_jobs import demonstration_job, task_routes
-from eval.collect_pool import JobRunner
-from eval.collect_writers import GRIPPER_KEY, STATIC_KEY, VIDEO_TOLERANCE
+from eval.collection.jobs import demonstration_job, task_routes
+from eval.collection.pool import JobRunner
+from eval.collection.writers import GRIPPER_KEY, STATIC_KEY, VIDEO_TOLERANCE
 
 SIZES = {"static_size": 48, "gripper_size": 32}
 
@@ -169,7 +168,7 @@ def test_quotas_skip_jobs_without_changing_the_dataset(tmp_path):
     import dataclasses
     from collections import Counter
 
-    config = small_config(tmp_path / "quota", tasks=["open_drawer", "turn_on_led"], episodes_per_task=3)
+    config = small_config(tmp_path / "quota", tasks=["open_drawer", "turn_on_led"], episodes_per_task=3, seed=11)
     report = collect(config)
     assert report.jobs_skipped > 0
     last = max(e["job"] for e in report.episode_list)
@@ -265,8 +264,8 @@ def test_long_episodes_keep_every_video_frame(tmp_path):
     """lerobot's streaming encoder drops frames when its queue fills; the writer's queue holds an episode."""
     import av
 
-    from eval.collect_rollout import Episode
-    from eval.collect_writers import LeRobotWriter
+    from eval.collection.recorder import Episode
+    from eval.collection.writers import LeRobotWriter
 
     steps = 400
     t = np.arange(steps)
@@ -302,8 +301,8 @@ def test_episodes_spread_over_small_video_files_read_back_exactly(tmp_path):
     big file makes every append slow); episodes then live in several files and still read back intact."""
     from emu3_vla.data.lerobot_source import LeRobotSource
     from emu3_vla.data.mapping import DataMapping
-    from eval.collect_rollout import Episode
-    from eval.collect_writers import LeRobotWriter
+    from eval.collection.recorder import Episode
+    from eval.collection.writers import LeRobotWriter
 
     rng = np.random.default_rng(0)
     episodes = []
@@ -328,3 +327,30 @@ def test_episodes_spread_over_small_video_files_read_back_exactly(tmp_path):
         for view, frames in (("static", written.static), ("gripper", written.gripper)):
             error = np.abs(read.frames[view].astype(np.int16) - frames.astype(np.int16))
             assert read.frames[view].shape == frames.shape and error.max() <= VIDEO_TOLERANCE
+
+
+def test_chain_episodes_are_segments_with_their_own_instructions_and_never_a_standard_chain(tmp_path):
+    """A chain job records one episode per successful segment, in order, each with a training
+    paraphrase of its own task, each ending in the oracle's success; no (start state, tasks) pair of
+    the chains it runs is one of CALVIN's 1,000 evaluation chains."""
+    from eval.chains import chain_key, load_standard_chains
+
+    config = small_config(tmp_path / "chains", episodes=6, chain_fraction=1.0, seed=2)
+    report = collect(config)
+    paraphrases = task_instructions("training")
+    standard = {chain_key(state, tasks) for state, tasks in load_standard_chains()}
+    by_job: dict[int, list[dict]] = {}
+    for entry in report.episode_list:
+        by_job.setdefault(entry["job"], []).append(entry)
+    assert all(e["kind"] == "chain" for e in report.episode_list) and len(by_job) >= 2
+    for entries in by_job.values():
+        tasks = entries[0]["job_tasks"]
+        assert len(tasks) == 5 and chain_key(entries[0]["start_state"], tasks) not in standard
+        assert [e["position"] for e in entries] == list(range(len(entries)))  # segments in order, none skipped
+        for entry in entries:
+            assert entry["task"] == tasks[entry["position"]]
+            assert entry["instruction"] in paraphrases[entry["task"]]
+            assert 0 < entry["success_step"] <= entry["length"]
+    # the segments, run again from the recorded seeds, succeed per segment under the task oracle
+    episodes = resimulate(config, report.episode_list)
+    assert all(ep is not None and ep.task == e["task"] for ep, e in zip(episodes, report.episode_list, strict=True))

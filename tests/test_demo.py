@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from eval.demo import compare_runs, task_table
+from eval.demo.report import compare_runs, family_table, task_table
 
 
 def test_task_table_lists_all_34_tasks_with_trained_flags():
@@ -25,6 +25,7 @@ def test_task_table_lists_all_34_tasks_with_trained_flags():
     table = task_table(["open_drawer", "close_drawer"], suite, untrained, random)
     assert len(table) == 34
     assert table["open_drawer"] == {
+        "family": "articulated",
         "trained": True,
         "success_rate": 0.5,
         "episodes": 4,
@@ -32,11 +33,29 @@ def test_task_table_lists_all_34_tasks_with_trained_flags():
     }
     assert table["close_drawer"]["trained"] and table["close_drawer"]["success_rate"] is None
     assert table["lift_red_block_table"] == {
+        "family": "lift",
         "trained": False,
         "success_rate": 0.0,
         "episodes": 2,
         "random_success_rate": None,
     }
+
+
+def test_family_table_averages_the_measured_tasks_of_each_family():
+    table = task_table(
+        ["open_drawer", "close_drawer", "lift_red_block_table"],
+        {
+            "per_task": {
+                t: {"success_rate": r, "attempts": 10} for t, r in [("open_drawer", 1.0), ("close_drawer", 0.5)]
+            }
+        },
+        {"per_task": {"lift_red_block_table": {"success_rate": 0.2, "attempts": 10}}},
+        {},
+    )
+    families = family_table(table)
+    assert families["articulated"] == {"tasks": 2, "success_rate": 0.75}
+    assert families["lift"] == {"tasks": 1, "success_rate": 0.2}
+    assert "rotate" not in families  # no rotate task was measured
 
 
 def test_compare_runs_reads_every_variant(tmp_path: Path):
@@ -91,7 +110,11 @@ def test_demo_quick_runs_end_to_end_and_writes_every_artefact(tmp_path: Path):
     i2t = report["generation"]["i2t"]
     assert i2t["test_frames"] > 0 and 0.0 <= i2t["after_tuning"]["accuracy"] <= 1.0
     assert i2t["after_tuning"]["tasks"] == len(tasks)
-    _check_png(run_dir / "t2i.png", min_size=64)
+    # trained on actions only: no picture is presented as its generation, and the report says why
+    assert not (run_dir / "t2i.png").exists() and "t2i" not in report["generation"]
+    assert any("action tokens only" in note for note in report["generation"]["notes"])
+    assert set(report["stage_seconds"]) >= {"collect", "fast", "vq", "train", "single tasks", "chains"}
+    assert (run_dir / "eval_main" / "tasks" / "report.html").is_file()
     _check_png(run_dir / "loss.png")
     _check_png(run_dir / "success_per_task.png")
     videos = sorted((run_dir / "videos").glob("*.mp4"))
@@ -101,6 +124,7 @@ def test_demo_quick_runs_end_to_end_and_writes_every_artefact(tmp_path: Path):
     assert metrics and all("loss" in m for m in metrics if "step" in m)
 
     # Every stage is cached: a rerun skips them all and rewrites the same numbers.
+    assert "leaked semaphore" not in proc.stderr and "pybullet build time" not in proc.stderr
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert again.stdout.count(": cached (") >= 8, again.stdout

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from envs import PlayTableEnv, TaskOracle, task_names
-from eval.collect_jobs import task_job
-from eval.collect_pool import JobRunner, RunSettings
+from eval.collection.jobs import task_job
+from eval.collection.pool import JobRunner, RunSettings
 from policies.base import Policy
 from policies.experts import EXPERT_TASKS, MissingPrivilegedInfo, ScriptedExpert
 from policies.experts.geometry import YAW_RANGE, grasp_yaw, unwrapped_yaw, wrap

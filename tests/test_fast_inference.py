@@ -1,6 +1,6 @@
 """FastDecoder (static cache, fused head, prefix reuse, parallel verification) against plain greedy decoding.
 
-The reference everywhere is :func:`emu3_vla.generation.decode` with the same constraint: the dynamic
+The reference everywhere is :func:`emu3_vla.decoding.decode` with the same constraint: the dynamic
 ``transformers`` cache, left-padded batches, the full-vocabulary mask. "Exact" means the same tokens,
 lengths and stop flags, row for row. Prompts are real policy prompts (SequenceBuilder: instruction,
 two frames of static + wrist codes with [EOL], the previous chunk's actions, [BOA]).
@@ -14,11 +14,19 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from emu3_vla.data.sequence import SequenceBuilder, SequenceSpec
-from emu3_vla.generation import TokenSetConstraint, action_constraint, decode, text_constraint
-from emu3_vla.inference import DecoderWeights, FastDecoder, parameter_bytes, step_read_bytes
-from emu3_vla.inference.drafting import lookup_drafts
-from emu3_vla.inference.steps import DecodeBuffers, sequential_step, verify_step
-from emu3_vla.inference.weights import action_head
+from emu3_vla.decoding import (
+    DecoderWeights,
+    FastDecoder,
+    TokenSetConstraint,
+    action_constraint,
+    decode,
+    parameter_bytes,
+    step_read_bytes,
+    text_constraint,
+)
+from emu3_vla.decoding.drafting import lookup_drafts
+from emu3_vla.decoding.steps import DecodeBuffers, sequential_step, verify_step
+from emu3_vla.decoding.weights import action_head
 from emu3_vla.modeling import build_decoder
 from emu3_vla.presets import get_preset
 from emu3_vla.text_tokenizer import TextTokenizer
@@ -259,7 +267,7 @@ def test_clear_errors(models):
     with pytest.raises(ValueError, match="unknown decoding mode"):
         FastDecoder(model, constraint, pad_id=LAYOUT.pad_id, mode="beam")
     with pytest.raises(TypeError, match="TokenSetConstraint"):
-        from emu3_vla.generation import GridConstraint
+        from emu3_vla.decoding import GridConstraint
 
         FastDecoder(model, GridConstraint(LAYOUT, 2, 2), pad_id=LAYOUT.pad_id)
     with pytest.raises(ValueError, match="CUDA"):

@@ -49,7 +49,7 @@ def test_fast_decoders_act_exactly_like_plain_decoding(vla):
     assert plain["queries"] == 9 and plain["tokens"] > 0
     for name in ("static", "parallel"):
         assert policies[name].stats.as_dict() == plain
-        assert policies[name]._fast.prefix_cache.hits == 6  # the instruction of each env, queries 2 and 3
+        assert policies[name].decoding.fast.prefix_cache.hits == 6  # the instruction of each env, queries 2 and 3
 
 
 def test_decoder_choice_is_checked(vla):
@@ -58,4 +58,4 @@ def test_decoder_choice_is_checked(vla):
     with pytest.raises(ValueError, match="decoder_options apply"):
         Emu3VLAPolicy(vla, decoder_options={"draft_tokens": 3})
     policy = Emu3VLAPolicy(vla, decoder="parallel", decoder_options={"draft_tokens": 3})
-    assert policy._fast.draft == 3 and policy.decoder == "parallel"
+    assert policy.decoding.fast.draft == 3 and policy.decoding.decoder == "parallel"

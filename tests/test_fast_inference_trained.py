@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from emu3_vla.generation import action_constraint, decode
-from emu3_vla.inference import FastDecoder
+from emu3_vla.decoding import FastDecoder, action_constraint, decode
 from emu3_vla.modeling import build_decoder
 from emu3_vla.presets import get_preset
 

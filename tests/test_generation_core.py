@@ -7,18 +7,18 @@ import pytest
 import torch
 
 from emu3_vla.checkpoint import Emu3Bundle
-from emu3_vla.generation import (
+from emu3_vla.decoding import (
     GREEDY,
     GridConstraint,
     Sampler,
     TokenSetConstraint,
     action_constraint,
     decode,
-    generation_prompt,
     left_pad,
     row_generators,
     text_constraint,
 )
+from emu3_vla.generation import generation_prompt
 from emu3_vla.vision_block import frame_body, parse_frames
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -276,7 +276,7 @@ def test_decode_restores_training_mode(bundle):
 
 
 def test_action_length_constraint_fills_exactly_the_chunk():
-    from emu3_vla.generation import ActionLengthConstraint
+    from emu3_vla.decoding import ActionLengthConstraint
     from emu3_vla.vocab import TokenLayout
 
     layout = TokenLayout.emu3()

@@ -5,9 +5,8 @@ import pytest
 import torch
 
 from emu3_vla.checkpoint import Emu3Bundle
+from emu3_vla.decoding import GREEDY, Sampler
 from emu3_vla.generation import (
-    GREEDY,
-    Sampler,
     evaluate_captions,
     extend_video,
     generation_prompt,

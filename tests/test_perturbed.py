@@ -9,8 +9,8 @@ import pytest
 from conftest import write_tiny_lerobot_dataset
 from emu3_vla.data.episodes import Episode
 from emu3_vla.data.token_cache import clean_chunks
-from eval.collect_jobs import task_job
-from eval.collect_pool import JobRunner, RunSettings
+from eval.collection.jobs import task_job
+from eval.collection.pool import JobRunner, RunSettings
 from policies.experts import ScriptedExpert
 from policies.experts.expert import BURST_GAP, BURST_STEPS
 

@@ -37,7 +37,7 @@ FIRST_CHAIN_STATE = {
 
 
 def test_fnv1_32_matches_calvins_pyhash_values():
-    # Reference values of pyhash.fnv1_32 as CALVIN used it (DESIGN.md section 6).
+    # Reference values of pyhash.fnv1_32 as CALVIN used it (docs/design.md section 6).
     assert fnv1_32("test") == 3910690890
     assert calvin_state_seed(FIRST_CHAIN_STATE) == 2138410836
     assert fnv1_32("") == 0

@@ -57,14 +57,15 @@ def test_actions_are_valid_and_chunks_are_executed(vla):
 def test_second_query_sees_the_previous_frame_and_its_actions(vla):
     policy = Emu3VLAPolicy(vla, execute_steps=1)
     policy.step(calvin_obs(0), "open the drawer")
-    state = policy._envs[0]
-    assert len(state.history) == 1
-    codes, fast_ids = state.history[0]
-    prompt = policy.builder.prompt("open the drawer", state.history, codes)
-    first = policy.builder.prompt("open the drawer", [], codes)
-    assert len(prompt) == len(first) + len(policy.builder.observation_ids(codes)) + len(fast_ids) + 2
+    history = policy.windows._history[0]
+    assert len(history) == 1
+    codes, fast_ids = history[0]
+    builder = vla.builder()
+    prompt = builder.prompt("open the drawer", history, codes)
+    first = builder.prompt("open the drawer", [], codes)
+    assert len(prompt) == len(first) + len(builder.observation_ids(codes)) + len(fast_ids) + 2
     policy.reset(0)
-    assert not policy._envs[0].history
+    assert not policy.windows._history.get(0)
 
 
 def test_batched_environments_match_separate_rollouts(vla):
@@ -119,11 +120,11 @@ def test_exact_length_streams_always_decode_to_whole_chunks(vla):
     streams = {}
     for decoder in ("plain", "static", "parallel"):
         policy = Emu3VLAPolicy(vla, decoder=decoder, execute_steps=1)
-        assert policy.exact_length
+        assert policy.decoding.exact_length
         streams[decoder] = []
         for s in range(12):
             policy.step(calvin_obs(s), "open the drawer")
-            stream = policy._envs[0].history[-1][1]
+            stream = policy.windows._history[0][-1][1]
             assert counts[stream].sum() == 70
             streams[decoder].append(stream.tolist())
         assert policy.stats.queries == 12 and sum(policy.stats.issues[k] for k in length_issues) == 0

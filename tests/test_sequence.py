@@ -1,4 +1,4 @@
-"""Golden tests of the VLA sequence layout and its loss weights (DESIGN.md section 5)."""
+"""Golden tests of the VLA sequence layout and its loss weights (docs/design.md section 5)."""
 
 import numpy as np
 import pytest

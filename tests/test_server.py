@@ -22,8 +22,8 @@ from emu3_vla.checkpoint import Emu3Bundle
 from policies.client import RemotePolicy, RemotePolicyError, policy_from_uri
 from policies.emu3_policy import Emu3VLAPolicy
 from policies.server import PolicyServer, ServerConfig, ServerThread
-from policies.serving.chunks import ChunkedPolicy
 from policies.serving.edge import EdgeTokenizer
+from policies.serving.served_policy import ServedPolicy
 from policies.wire import packb, unpackb
 
 API_KEY = "test-key-123"
@@ -49,7 +49,7 @@ def vla():
 def served(vla):
     """One server with an API key and small limits, shared by the tests that do not need their own."""
     config = ServerConfig(port=0, api_key=API_KEY, max_message_bytes=LIMIT, batch_wait_ms=20.0, idle_timeout_s=60)
-    with ServerThread(PolicyServer(ChunkedPolicy(vla, execute_steps=4), config)) as thread:
+    with ServerThread(PolicyServer(ServedPolicy(vla, execute_steps=4), config)) as thread:
         yield thread
 
 
@@ -136,7 +136,7 @@ def test_served_policy_gives_exactly_the_local_actions(served, vla):
 
 def test_the_fast_decoder_serves_the_local_policys_actions(vla):
     local = Emu3VLAPolicy(vla, execute_steps=4)
-    policy = ChunkedPolicy(vla, execute_steps=4, decoder="static")
+    policy = ServedPolicy(vla, execute_steps=4, decoder="static")
     with (
         ServerThread(PolicyServer(policy, ServerConfig(port=0))) as thread,
         RemotePolicy("127.0.0.1", thread.port) as remote,
@@ -167,10 +167,11 @@ def test_remote_act_batches_environments_like_the_local_policy(served, vla):
 
 def test_token_mode_skips_the_servers_vq_and_matches_pixels(vla, tmp_path):
     vla.save(tmp_path / "vla")
-    policy = ChunkedPolicy(vla, execute_steps=5)
+    policy = ServedPolicy(vla, execute_steps=5)
     encoded = []
-    vq_encode = policy.vision.encode_images
-    policy.vision.encode_images = lambda images, **kw: encoded.append(len(images)) or vq_encode(images, **kw)
+    vision = policy.vla.vision()
+    vq_encode = vision.encode_images
+    vision.encode_images = lambda images, **kw: encoded.append(len(images)) or vq_encode(images, **kw)
     local = Emu3VLAPolicy(vla, execute_steps=5)
     with ServerThread(PolicyServer(policy, ServerConfig(port=0))) as thread:
         tokenizer = EdgeTokenizer.from_checkpoint(tmp_path / "vla")  # loads the VQ only
@@ -314,7 +315,7 @@ def test_32_concurrent_clients_are_answered_in_shared_batches(served):
     assert max(after) > 1
 
 
-class ScriptedPolicy(ChunkedPolicy):
+class ScriptedPolicy(ServedPolicy):
     """The real policy, plus a gate that holds one model step and a prompt that makes a step fail."""
 
     def __init__(self, *args, **kwargs) -> None:
@@ -398,7 +399,7 @@ def test_a_failing_row_is_isolated_from_its_batch(scripted):
 
 def test_client_limit_idle_timeout_and_transparent_reconnect(vla):
     config = ServerConfig(port=0, max_clients=2, idle_timeout_s=0.5)
-    with ServerThread(PolicyServer(ChunkedPolicy(vla, execute_steps=2), config)) as thread:
+    with ServerThread(PolicyServer(ServedPolicy(vla, execute_steps=2), config)) as thread:
         remote = RemotePolicy("127.0.0.1", thread.port)
         other, _ = open_raw(thread.port, api_key=None)
         with pytest.raises(InvalidStatus) as full:
@@ -416,14 +417,14 @@ def test_client_limit_idle_timeout_and_transparent_reconnect(vla):
 
 
 def test_remote_policy_survives_a_server_restart(vla):
-    first = ServerThread(PolicyServer(ChunkedPolicy(vla, execute_steps=1), ServerConfig(port=0))).start()
+    first = ServerThread(PolicyServer(ServedPolicy(vla, execute_steps=1), ServerConfig(port=0))).start()
     port = first.port
     with RemotePolicy("127.0.0.1", port) as remote:
         try:
             assert remote.step(calvin_obs(0), "open the drawer").shape == (7,)
         finally:
             first.stop()
-        with ServerThread(PolicyServer(ChunkedPolicy(vla, execute_steps=1), ServerConfig(port=port))):
+        with ServerThread(PolicyServer(ServedPolicy(vla, execute_steps=1), ServerConfig(port=port))):
             assert remote.step(calvin_obs(1), "open the drawer").shape == (7,)
         assert remote.reconnections == 1 and remote.requests == 2
 

@@ -19,8 +19,8 @@ from test_policy import calvin_obs, tiny_vla
 
 from policies.client import RemotePolicy, register_tokenize_client
 from policies.server import register as register_serve
-from policies.serving.chunks import ChunkedPolicy
 from policies.serving.edge import EdgeTokenizer
+from policies.serving.served_policy import ServedPolicy
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,7 +51,7 @@ def test_tokenize_client_prints_and_saves_the_servers_codes(checkpoint, tmp_path
     )
     assert args.func(args) == 0
     out = capsys.readouterr().out
-    served_fingerprint = ChunkedPolicy(tiny_vla()).fingerprint()
+    served_fingerprint = ServedPolicy(tiny_vla()).fingerprint()
     assert f"VQ fingerprint {served_fingerprint}" in out and "codes (1, 4, 4)" in out
     with np.load(tmp_path / "codes.npz") as codes:
         assert sorted(codes.files) == ["a", "b"]

@@ -143,7 +143,8 @@ def test_training_fits_saves_and_uses_the_state_range(tiny_dataset, tiny_vq_dir,
         "robot_obs": states[0],
     }
     moved = {**base, "robot_obs": states[0] + np.array([0.5] * 3 + [0.0] * 12, np.float32)}
-    prompts = [policy.builder.prompt("open the drawer", [], c) for c in policy.encode_observations([base, moved])]
+    frames = vla.tokenize([policy.windows.read_frame(o) for o in (base, moved)])
+    prompts = [vla.builder().prompt("open the drawer", [], c) for c in frames]
     assert len(prompts[0]) == len(prompts[1]) and prompts[0].tolist() != prompts[1].tolist()
     action = policy.step(base, "open the drawer")
     assert action.shape == (7,) and np.isfinite(action).all()
@@ -198,7 +199,7 @@ def test_served_state_model_gives_the_local_actions():
     from policies.client import RemotePolicy
     from policies.emu3_policy import Emu3VLAPolicy
     from policies.server import PolicyServer, ServerConfig, ServerThread
-    from policies.serving.chunks import ChunkedPolicy
+    from policies.serving.served_policy import ServedPolicy
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -207,7 +208,7 @@ def test_served_state_model_gives_the_local_actions():
         local = Emu3VLAPolicy(vla, execute_steps=5)
         rng = np.random.default_rng(0)
         with (
-            ServerThread(PolicyServer(ChunkedPolicy(vla, execute_steps=5), ServerConfig(port=0))) as thread,
+            ServerThread(PolicyServer(ServedPolicy(vla, execute_steps=5), ServerConfig(port=0))) as thread,
             RemotePolicy("127.0.0.1", thread.port) as remote,
         ):
             assert remote.metadata["state_used"] is True

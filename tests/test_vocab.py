@@ -8,7 +8,7 @@ from emu3_vla.presets import PRESETS, get_preset
 from emu3_vla.text_tokenizer import TextTokenizer
 from emu3_vla.vocab import TokenLayout, TokenRangeError, extra_token, visual_token
 
-# DESIGN.md section 2, id by id.
+# docs/design.md section 2, id by id.
 REAL_IDS = {
     "pad_id": 151643,
     "im_start_id": 151644,

@@ -1,6 +1,6 @@
 """Interleaved vision-action sequences: the one place that decides what the model reads.
 
-A training window of ``frames * chunk`` steps (paper: 2 x 10 at 30 Hz) becomes (DESIGN.md section 5)::
+A training window of ``frames * chunk`` steps (paper: 2 x 10 at 30 Hz) becomes (docs/design.md section 5)::
 
     [BOS] instruction
     for each of the frames (steps t, t + chunk, ...):

@@ -1,8 +1,8 @@
 """FastDecoder: greedy constrained decoding with a static KV cache, captured steps and prefix reuse.
 
-Drop-in for :func:`emu3_vla.generation.decode` with a
-:class:`~emu3_vla.generation.TokenSetConstraint` and the greedy sampler (what the policy runs): same
-inputs, same :class:`~emu3_vla.generation.DecodeOutput`, the same tokens. One call:
+Drop-in for :func:`emu3_vla.decoding.decode` with a
+:class:`~emu3_vla.decoding.TokenSetConstraint` and the greedy sampler (what the policy runs): same
+inputs, same :class:`~emu3_vla.decoding.DecodeOutput`, the same tokens. One call:
 
 1. **prefix reuse** — rows whose ``[BOS] instruction`` prefix was seen before get its cached
    keys/values copied into slots ``[0, P)`` (:class:`PrefixCache`);
@@ -28,13 +28,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from emu3_vla.generation.constraints import ActionLengthConstraint, TokenSetConstraint
-from emu3_vla.generation.decoding import DecodeOutput, check_context
-from emu3_vla.inference.forward import DecoderForward
-from emu3_vla.inference.graphs import LaggedFlag, capture
-from emu3_vla.inference.prefix_cache import PrefixCache
-from emu3_vla.inference.steps import DecodeBuffers, GreedyRule, sequential_step, verify_step
-from emu3_vla.inference.weights import DecoderWeights, action_head
+from emu3_vla.decoding.constraints import ActionLengthConstraint, TokenSetConstraint
+from emu3_vla.decoding.forward import DecoderForward
+from emu3_vla.decoding.graphs import LaggedFlag, capture
+from emu3_vla.decoding.loop import DecodeOutput, check_context
+from emu3_vla.decoding.prefix_cache import PrefixCache
+from emu3_vla.decoding.steps import DecodeBuffers, GreedyRule, sequential_step, verify_step
+from emu3_vla.decoding.weights import DecoderWeights, action_head
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class FastDecoder:
         model: ``Emu3ForCausalLM`` (any device / dtype); its weights are read, never changed unless
             ``share_weights``.
         constraint: the allowed ids and stop id (e.g. the policy's action ids + ``[EOA]``).
-        pad_id: filler of finished rows in the output (as in :func:`~emu3_vla.generation.decode`).
+        pad_id: filler of finished rows in the output (as in :func:`~emu3_vla.decoding.decode`).
         mode: ``"static"`` (one token per step) or ``"parallel"`` (draft-and-verify, same tokens).
         draft_tokens: drafts verified per parallel step (the step feeds ``draft_tokens + 1`` tokens).
         cuda_graphs: capture steps as CUDA graphs (default: on CUDA).
@@ -116,7 +116,7 @@ class FastDecoder:
         if not isinstance(constraint, (TokenSetConstraint, ActionLengthConstraint)):
             raise TypeError(
                 f"the fast decoder fuses a TokenSetConstraint (allowed ids + stop id) or an ActionLengthConstraint "
-                f"into its head; got {type(constraint).__name__}. Use emu3_vla.generation.decode for other constraints."
+                f"into its head; got {type(constraint).__name__}. Use emu3_vla.decoding.decode for other constraints."
             )
         if not 1 <= draft_tokens <= 32:
             raise ValueError(f"draft_tokens must be in [1, 32], got {draft_tokens}")
@@ -166,7 +166,7 @@ class FastDecoder:
         max_new_tokens: int | None = None,
         prefix_lengths: Sequence[int] | None = None,
     ) -> DecodeOutput:
-        """Greedy tokens after each prompt, as :func:`~emu3_vla.generation.decode` would produce them.
+        """Greedy tokens after each prompt, as :func:`~emu3_vla.decoding.decode` would produce them.
 
         ``prefix_lengths[i]``: how many leading tokens of prompt ``i`` form a prefix worth caching
         (the policy passes the length of ``[BOS] instruction``); 0 or None: no reuse.

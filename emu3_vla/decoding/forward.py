@@ -19,8 +19,8 @@ import logging
 import torch
 import torch.nn.functional as F
 
-from emu3_vla.inference.layers import LayerFunctions, make_layer_functions, sdpa_attention, split_attention
-from emu3_vla.inference.weights import ActionHead, DecoderWeights
+from emu3_vla.decoding.layers import LayerFunctions, make_layer_functions, sdpa_attention, split_attention
+from emu3_vla.decoding.weights import ActionHead, DecoderWeights
 
 log = logging.getLogger(__name__)
 

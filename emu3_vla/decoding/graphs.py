@@ -3,7 +3,7 @@
 A decode step of the 8.49 B model is ~450 kernels. Launched from Python one by one they cost more
 than the 4 ms the weights take to read; recorded once into a CUDA graph they are replayed by a single
 launch. The step functions take their inputs from persistent buffers and write results back in place
-(:mod:`emu3_vla.inference.steps`), so the recorded addresses stay valid for every later replay.
+(:mod:`emu3_vla.decoding.steps`), so the recorded addresses stay valid for every later replay.
 
 Capture runs the step a few times on a side stream first (``torch.compile`` compiles there, cuBLAS
 picks its kernels and allocates its workspace), then records it into a memory pool shared by all

@@ -34,8 +34,8 @@ from collections.abc import Sequence
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
-from emu3_vla.generation.constraints import Constraint
-from emu3_vla.generation.sampling import GREEDY, Sampler, row_generators
+from emu3_vla.decoding.constraints import Constraint
+from emu3_vla.decoding.sampling import GREEDY, Sampler, row_generators
 
 
 @dataclasses.dataclass

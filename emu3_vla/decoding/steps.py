@@ -10,11 +10,11 @@ step of every later call. A step takes no arguments and returns nothing:
   with: ``m`` accepted drafts give ``m + 1`` tokens, each exactly what sequential greedy decoding
   would have produced, since prediction ``i`` saw only the (accepted, hence correct) tokens before it.
 
-The allowed-token rule is that of a :class:`~emu3_vla.generation.TokenSetConstraint`, fused into the
-step: the head scores only the allowed ids (:class:`~emu3_vla.inference.weights.ActionHead`), the
+The allowed-token rule is that of a :class:`~emu3_vla.decoding.TokenSetConstraint`, fused into the
+step: the head scores only the allowed ids (:class:`~emu3_vla.decoding.weights.ActionHead`), the
 stop id is masked while fewer than ``min_new_tokens`` tokens exist, arg-max picks, a row that wrote
 the stop id or reached ``max_new_tokens`` is done and stops advancing. With an
-:class:`~emu3_vla.generation.ActionLengthConstraint` each row also carries how many coefficients it
+:class:`~emu3_vla.decoding.ActionLengthConstraint` each row also carries how many coefficients it
 has written (``filled``); ids wider than what is left are masked and the stop id waits for a full
 chunk. Drafts are checked under the state they would reach, so verification stays exact.
 """
@@ -25,9 +25,9 @@ import dataclasses
 
 import torch
 
-from emu3_vla.inference.drafting import lookup_drafts
-from emu3_vla.inference.forward import DecoderForward
-from emu3_vla.inference.layers import LayerFunctions
+from emu3_vla.decoding.drafting import lookup_drafts
+from emu3_vla.decoding.forward import DecoderForward
+from emu3_vla.decoding.layers import LayerFunctions
 
 
 @dataclasses.dataclass

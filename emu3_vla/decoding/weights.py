@@ -80,7 +80,7 @@ class LayerWeights:
 
 @dataclasses.dataclass
 class ActionHead:
-    """The rows of ``lm_head`` a :class:`~emu3_vla.generation.TokenSetConstraint` allows, ascending."""
+    """The rows of ``lm_head`` a :class:`~emu3_vla.decoding.TokenSetConstraint` allows, ascending."""
 
     ids: torch.Tensor  # (A,) int64 vocabulary ids
     weight: torch.Tensor  # (A, hidden)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from emu3_vla.generation.sampling import GREEDY, Sampler
+from emu3_vla.decoding.sampling import GREEDY, Sampler
 from emu3_vla.generation.tasks import image_to_text
 from emu3_vla.vision import resize_images
 

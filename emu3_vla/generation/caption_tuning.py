@@ -1,6 +1,6 @@
 """Teach a trained VLA to say what it sees: image-to-text fine-tuning on robot frames, and its score.
 
-A VLA is trained with zero loss weight on the instruction (DESIGN.md section 3), so it reads text but
+A VLA is trained with zero loss weight on the instruction (docs/design.md section 5), so it reads text but
 was never asked to write any: its image-to-text answers start at chance. Emu3 is one model for
 every direction, so a few hundred steps on ``[BOS] <frame> question -> instruction [EOS]``
 sequences, built from the token cache the VLA was trained on (frames are already VQ codes), teach

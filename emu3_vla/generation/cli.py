@@ -20,12 +20,13 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from emu3_vla.generation.sampling import Sampler
-from emu3_vla.generation.tasks import DEFAULT_GUIDANCE_SCALE, extend_video, image_to_text, text_to_image, text_to_video
-from emu3_vla.presets import PRESETS
+from emu3_vla.cli_args import (
+    DEFAULT_GUIDANCE_SCALE,
+    PRESET_NAMES,
+    add_device_argument,
+    add_dtype_argument,
+    resolve_device,
+)
 
 DEFAULT_TOP_K = 2048
 
@@ -94,9 +95,9 @@ def _size(text: str) -> tuple[int, int]:
 def _model_args(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", type=Path, help="emu3-vla or transformers Emu3 checkpoint folder")
-    src.add_argument("--preset", choices=sorted(PRESETS), help="random weights of a model preset (e.g. tiny)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="decoder dtype (default: float32)")
+    src.add_argument("--preset", choices=PRESET_NAMES, help="random weights of a model preset (e.g. tiny)")
+    add_device_argument(p, default="auto")
+    add_dtype_argument(p)
     p.add_argument("--seed", type=int, default=0, help="sampling seed; prompt i uses seed + i (default: 0)")
 
 
@@ -139,11 +140,11 @@ def _video_args(p: argparse.ArgumentParser) -> None:
 
 # --------------------------------------------------------------------- helpers
 def _load(args: argparse.Namespace, *, need_vq: bool = True):
+    import torch
+
     from emu3_vla.checkpoint import CheckpointError, Emu3Bundle
 
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(args.device)
     dtype = getattr(torch, args.dtype) if args.dtype else None
     if args.checkpoint is not None:
         bundle = Emu3Bundle.load(args.checkpoint, device=device, dtype=dtype)
@@ -192,7 +193,9 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
     return [args.prompt or ""]
 
 
-def _sampler(args: argparse.Namespace) -> Sampler:
+def _sampler(args: argparse.Namespace):
+    from emu3_vla.decoding.sampling import Sampler
+
     if args.decoding == "greedy":
         return Sampler(greedy=True)
     return Sampler(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
@@ -213,7 +216,9 @@ def _generation_kwargs(args: argparse.Namespace) -> dict:
     }
 
 
-def _save_codes(args: argparse.Namespace, path: Path, codes: torch.Tensor) -> None:
+def _save_codes(args: argparse.Namespace, path: Path, codes) -> None:
+    import numpy as np
+
     if args.save_codes:
         np.save(path.with_name(path.name + ".codes.npy"), codes.numpy())
 
@@ -225,6 +230,8 @@ def run_t2i(args: argparse.Namespace) -> int:
     prompts = read_prompts(args)
     bundle = _load(args)
     h, w = _code_grid(bundle, args.size)
+    from emu3_vla.generation.tasks import text_to_image
+
     result = text_to_image(bundle, prompts, height=h, width=w, **_generation_kwargs(args))
     images = bundle.vision_tokenizer().decode_images(result.images).numpy()
     for path, image, codes in zip(_outputs(args.out, len(prompts)), images, result.images, strict=True):
@@ -234,7 +241,7 @@ def run_t2i(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_videos(args, bundle, codes: torch.Tensor) -> None:
+def _write_videos(args, bundle, codes) -> None:
     from emu3_vla.generation.media import write_mp4
 
     vision = bundle.vision_tokenizer()
@@ -251,6 +258,8 @@ def run_t2v(args: argparse.Namespace) -> int:
     prompts = read_prompts(args)
     bundle = _load(args)
     h, w = _code_grid(bundle, args.size)
+    from emu3_vla.generation.tasks import text_to_video
+
     result = text_to_video(bundle, prompts, height=h, width=w, frames=args.frames, **_generation_kwargs(args))
     _write_videos(args, bundle, result.codes)
     return 0
@@ -276,6 +285,8 @@ def run_extend(args: argparse.Namespace) -> int:
         raise ValueError(f"--context-frames must lie in [1, {available}] for {args.video} ({clip.shape[0]} frames)")
     _code_grid(bundle, clip.shape[1:3])
     context = vision.encode_video(clip[: k * per_code])
+    from emu3_vla.generation.tasks import extend_video
+
     result = extend_video(bundle, context, prompts, frames=args.frames, **_generation_kwargs(args))
     _write_videos(args, bundle, result.codes)
     return 0
@@ -290,6 +301,8 @@ def run_i2t(args: argparse.Namespace) -> int:
     image = read_image(args.image, size=args.size)
     _code_grid(bundle, image.shape[:2])
     codes = bundle.vision_tokenizer().encode_images(image[None])
+    from emu3_vla.generation.tasks import image_to_text
+
     result = image_to_text(
         bundle, codes, args.question, max_new_tokens=args.max_new_tokens, sampler=_sampler(args), seed=args.seed
     )

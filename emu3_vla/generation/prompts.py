@@ -1,4 +1,4 @@
-"""Prompt token layouts of the generation tasks, in Emu3's data format (DESIGN.md section 2).
+"""Prompt token layouts of the generation tasks, in Emu3's data format (docs/design.md section 2).
 
 * text-to-image / video: ``[BOS] text [SOV] "h*w" [SOT]`` — the model continues with the grid;
 * video extension: the same, followed by the context frames (rows, ``[EOL]``, ``[EOF]`` each) —

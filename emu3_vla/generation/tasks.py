@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from emu3_vla.generation.constraints import GridConstraint, text_constraint
-from emu3_vla.generation.decoding import DecodeOutput, decode
+from emu3_vla.cli_args import DEFAULT_GUIDANCE_SCALE
+from emu3_vla.decoding.constraints import GridConstraint, text_constraint
+from emu3_vla.decoding.loop import DecodeOutput, decode
+from emu3_vla.decoding.sampling import GREEDY, Sampler
 from emu3_vla.generation.prompts import generation_prompt, image_to_text_prompt
-from emu3_vla.generation.sampling import GREEDY, Sampler
 from emu3_vla.vision_block import parse_frames
 
 if TYPE_CHECKING:
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 
 # Emu3's reference text-to-image settings: sampling among the 2,048 most likely codes, CFG scale 3.
 DEFAULT_VISUAL_SAMPLER = Sampler(top_k=2048)
-DEFAULT_GUIDANCE_SCALE = 3.0
 
 
 @dataclasses.dataclass

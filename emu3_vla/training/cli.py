@@ -81,14 +81,14 @@ def collect_frames(source, views, frame_stride: int, max_frames: int) -> dict[st
     return {v: np.concatenate(f)[:max_frames] for v, f in per_view.items() if f}
 
 
-def run_train_vq(args: argparse.Namespace) -> int:
+def train_vq(cfg) -> dict:
+    """Train (or fine-tune) the VQ tokenizer described by a composed ``train_vq`` config; returns its report
+    (held-out PSNR per view, codebook usage) after writing ``cfg.out``."""
     from omegaconf import OmegaConf
 
-    from emu3_vla.training.config import load_config
     from emu3_vla.training.data_prep import data_mapping, open_source
     from emu3_vla.training.vq_trainer import FramePool, VQTrainConfig, VQTrainer
 
-    cfg = load_config("train_vq", args.overrides)
     source = open_source(cfg)
     frames = collect_frames(source, data_mapping(cfg).views, int(cfg.frame_stride), int(cfg.max_frames))
     pool = FramePool(frames, held_out=float(cfg.held_out), seed=int(cfg.seed))
@@ -101,7 +101,15 @@ def run_train_vq(args: argparse.Namespace) -> int:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     trainer = VQTrainer(vq_cfg, pool, device=device)
     report = trainer.fit()
-    out = trainer.save(Path(cfg.out), report)
+    trainer.save(Path(cfg.out), report)
+    return report
+
+
+def run_train_vq(args: argparse.Namespace) -> int:
+    from emu3_vla.training.config import load_config
+
+    cfg = load_config("train_vq", args.overrides)
+    report = train_vq(cfg)
     print(json.dumps(report, indent=2))
-    print(f"wrote {out}/vq, report.json, reconstructions.png")
+    print(f"wrote {cfg.out}/vq, report.json, reconstructions.png")
     return 0

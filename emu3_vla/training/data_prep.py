@@ -24,7 +24,7 @@ from emu3_vla.data.token_cache import CacheSettings, TokenCache
 from emu3_vla.data.windows import WindowDataset
 from emu3_vla.training.config import ConfigError, require
 from emu3_vla.vision import ViewSpec
-from emu3_vla.vla import VLAModel
+from emu3_vla.vla import ModelInputs, VLAModel
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,35 @@ def sequence_spec(cfg: DictConfig, mapping: DataMapping, chunk: int, max_length:
     )
 
 
-def build_model(cfg: DictConfig, action_tokenizer, spec: SequenceSpec, mapping: DataMapping) -> VLAModel:
+def action_bounds(cfg: DictConfig, source: EpisodeSource) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """What executed actions are clipped to: ``data.action_bounds`` ([low, high] for every dimension, or
+    per-dimension lists), else each dimension's range in the dataset."""
+    bounds = cfg.data.get("action_bounds")
+    if bounds is not None:
+        low, high = (np.atleast_1d(np.asarray(b, dtype=np.float64)) for b in bounds)
+        return tuple(low.tolist()), tuple(high.tolist())
+    actions = np.concatenate([source.actions(i) for i in range(len(source))])
+    return tuple(actions.min(axis=0).tolist()), tuple(actions.max(axis=0).tolist())
+
+
+def model_inputs(
+    cfg: DictConfig, mapping: DataMapping, spec: SequenceSpec, action_tokenizer, source: EpisodeSource
+) -> ModelInputs:
+    """The inputs a checkpoint records: dataset keys of its views and state, its actions and their bounds."""
+    low, high = action_bounds(cfg, source)
+    return ModelInputs(
+        view_keys={view: camera.key for view, camera in mapping.cameras.items()},
+        state_key=mapping.state_key if spec.uses_state else None,
+        action_key=mapping.action_key,
+        action_dim=int(action_tokenizer.action_dim),
+        action_low=low,
+        action_high=high,
+    )
+
+
+def build_model(
+    cfg: DictConfig, action_tokenizer, spec: SequenceSpec, mapping: DataMapping, inputs: ModelInputs | None = None
+) -> VLAModel:
     """A fresh VLA: the decoder from ``model.checkpoint`` or a random ``model.preset``, and its VQ."""
     if cfg.model.checkpoint:
         bundle = Emu3Bundle.load(cfg.model.checkpoint)
@@ -109,7 +137,7 @@ def build_model(cfg: DictConfig, action_tokenizer, spec: SequenceSpec, mapping: 
             f"{bundle.layout.codebook_size}"
         )
     views = {v: ViewSpec(v, c.height, c.width) for v, c in mapping.cameras.items()}
-    return VLAModel(bundle, action_tokenizer, spec, views)
+    return VLAModel(bundle, action_tokenizer, spec, views, inputs)
 
 
 def build_windows(cfg: DictConfig, vla: VLAModel, source: EpisodeSource, *, progress: bool) -> WindowDataset:
@@ -127,6 +155,10 @@ def build_windows(cfg: DictConfig, vla: VLAModel, source: EpisodeSource, *, prog
     )
     if vla.spec.uses_state and not vla.spec.state_low:
         vla.spec = fit_state_range(vla.spec, cache)
+    if vla.spec.uses_state and vla.inputs is not None and vla.inputs.state_size is None:
+        first = next((ep.state for ep in cache.episodes() if ep.state is not None), None)
+        if first is not None:
+            vla.inputs = dataclasses.replace(vla.inputs, state_size=int(first.shape[-1]))
     return WindowDataset(cache, vla.builder())
 
 

@@ -1,4 +1,4 @@
-"""Learning-rate schedule: linear warm-up, then cosine decay to a floor (DESIGN.md section 5)."""
+"""Learning-rate schedule: linear warm-up, then cosine decay to a floor (docs/design.md section 5)."""
 
 from __future__ import annotations
 

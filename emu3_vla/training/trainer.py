@@ -150,7 +150,9 @@ class Trainer:
 
             tok = load_action_tokenizer(self.run_dir / "action_tokenizer")
             max_len = None
-            vla = data_prep.build_model(cfg, tok, data_prep.sequence_spec(cfg, mapping, chunk, max_len), mapping)
+            spec = data_prep.sequence_spec(cfg, mapping, chunk, max_len)
+            inputs = data_prep.model_inputs(cfg, mapping, spec, tok, source)
+            vla = data_prep.build_model(cfg, tok, spec, mapping, inputs)
         max_len = int(vla.bundle.decoder.config.max_position_embeddings)
         vla.spec = dataclasses.replace(vla.spec, max_length=max_len)
         self.vla = vla

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from emu3_vla.checkpoint import quiet_transformers
 from emu3_vla.modeling import build_vq
 from emu3_vla.vision import VisionTokenizer, to_pixels
 
@@ -274,7 +275,8 @@ class VQTrainer:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.vq.eval()
-        self.vq.save_pretrained(folder / "vq", safe_serialization=True)
+        with quiet_transformers():
+            self.vq.save_pretrained(folder / "vq", safe_serialization=True)
         (folder / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         with (folder / "metrics.jsonl").open("w") as f:
             for m in self.history:

@@ -18,7 +18,8 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-import pybullet as p
+
+from envs.playtable.bullet import p
 
 log = logging.getLogger(__name__)
 
@@ -119,3 +120,14 @@ class Renderer:
             with contextlib.suppress(p.error):  # the client may already be gone
                 p.unloadPlugin(self._plugin, physicsClientId=self.client)
             self._plugin = -1
+
+
+def static_camera_sees(point) -> bool:
+    """Whether a world point projects inside the static camera's image (in front of it, within the frame)."""
+    view = np.asarray(static_view_matrix(), dtype=np.float64).reshape(4, 4).T  # pybullet: column-major
+    proj = np.asarray(STATIC_CAMERA.projection(), dtype=np.float64).reshape(4, 4).T
+    clip = proj @ view @ np.append(np.asarray(point, dtype=np.float64), 1.0)
+    if clip[3] <= 0:
+        return False
+    ndc = clip[:3] / clip[3]
+    return bool(np.all(np.abs(ndc[:2]) <= 1.0))

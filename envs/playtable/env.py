@@ -25,10 +25,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import pybullet as p
 
 from envs.calvin_data import load_start_states
 from envs.calvin_states import DEFAULT_SCENE_OBS, NEUTRAL_ROBOT_OBS, canonical_state, scene_obs_for_state
+from envs.playtable.bullet import p
 from envs.playtable.cameras import (
     GRIPPER_CAMERA,
     STATIC_CAMERA,

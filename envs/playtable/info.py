@@ -22,8 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import pybullet as p
-
+from envs.playtable.bullet import p
 from envs.playtable.robot import FINGER_JOINTS, Panda
 from envs.playtable.scene import BLOCKS, CALVIN_BLOCK_NAMES, DOORS, PlayTableScene
 

@@ -33,8 +33,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pybullet as p
-import pybullet_data
+
+from envs.playtable.bullet import p, pybullet_data
 
 ARM_JOINTS = (0, 1, 2, 3, 4, 5, 6)
 FINGER_JOINTS = (9, 10)

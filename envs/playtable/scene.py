@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pybullet as p
 
+from envs.playtable.bullet import p
 from envs.playtable.furniture import BULB_OFF, LED_OFF, desk_links
 from envs.playtable.layout import BLOCK_COLORS, BUTTON_RANGE, SWITCH_RANGE, SceneLayout
 from envs.playtable.textures import load_texture

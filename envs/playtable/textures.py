@@ -13,8 +13,9 @@ import tempfile
 from functools import cache
 
 import numpy as np
-import pybullet as p
 from PIL import Image
+
+from envs.playtable.bullet import p
 
 KINDS = ("wood", "speckle", "plain")
 

@@ -12,7 +12,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 
-import pybullet as p
+from envs.playtable.bullet import p
 
 Vec3 = tuple[float, float, float]
 RGBA = tuple[float, float, float, float]

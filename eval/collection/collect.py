@@ -1,10 +1,12 @@
 """``emu3-vla collect``: scripted-expert demonstrations as a LeRobot dataset (and CALVIN's format).
 
 Scripted experts (:mod:`policies.experts`) run from CALVIN's start states: single tasks (with the
-subtasks that make them possible, e.g. a lift before ``place_in_drawer``) and CALVIN long-horizon
-chains (the standard 1,000), mixed by ``chain_fraction``. Every successful subtask (checked by the
-task oracle, as in evaluation) becomes one episode with one instruction, drawn from CALVIN's
-training paraphrases; failed subtasks are dropped and end their chain.
+subtasks that make them possible, e.g. a lift before ``place_in_drawer``) and five-task chains,
+mixed by ``chain_fraction``. Chains are drawn like CALVIN's long-horizon chains but never are one
+of the standard 1,000, which stay evaluation-only (:func:`eval.chains.training_chains`); a chain's
+later segments start from the scene its earlier ones left behind. Every successful subtask (checked
+by the task oracle, as in evaluation) becomes one episode with its own instruction, drawn from
+CALVIN's training paraphrases; failed subtasks are dropped and end their chain.
 
 Output folder::
 
@@ -22,7 +24,7 @@ gripper_size=64`` renders about three times faster than CALVIN's 200 / 84).
 
 Python use (what the demo calls)::
 
-    from eval.collect import CollectConfig, collect
+    from eval.collection.collect import CollectConfig, collect
     report = collect(CollectConfig(out=Path("data/demo"), episodes=200, static_size=128, gripper_size=64, workers=2))
     report = collect("data/demo", episodes_per_task=20, tasks=["open_drawer", "turn_on_led"], overwrite=True)
     report.lerobot_root  # -> data/demo/lerobot (train on this); report.to_json() is collect_report.json
@@ -30,7 +32,6 @@ Python use (what the demo calls)::
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -44,12 +45,12 @@ from typing import Any
 
 import numpy as np
 
-from envs import task_instructions, task_names
-from eval.chains import load_standard_chains
-from eval.collect_jobs import Job, demonstration_job, derive_seed
-from eval.collect_pool import RunSettings, run_jobs
-from eval.collect_rollout import EP_LEN, LABELS, TAIL_STEPS, Episode, JobResult
-from eval.collect_writers import (
+from envs import SUBTASK_STEPS, task_instructions, task_names
+from eval.chains import training_chains
+from eval.collection.jobs import Job, demonstration_job, derive_seed
+from eval.collection.pool import RunSettings, run_jobs
+from eval.collection.recorder import LABELS, TAIL_STEPS, Episode, JobResult
+from eval.collection.writers import (
     MAX_EPISODE_FRAMES,
     VIDEO_CODEC,
     VIDEO_TOLERANCE,
@@ -61,6 +62,7 @@ from policies.experts import NOISE_KINDS
 log = logging.getLogger(__name__)
 
 REPORT_NAME = "collect_report.json"
+TRAINING_CHAINS = 2_000  # distinct chains jobs draw from (about 10 per start state)
 VARIANTS = ("A", "B", "C", "D")
 
 
@@ -84,7 +86,7 @@ class CollectConfig:
     noise_kind: str = "smooth"  # smooth | bursts (see policies.experts.expert)
     labels: str = "clean"  # with noise: "clean" records the expert's correction (DART), "executed" the noisy action
     randomize: bool = True
-    max_steps: int = EP_LEN
+    max_steps: int = SUBTASK_STEPS
     tail_steps: int = TAIL_STEPS
     max_jobs: int | None = None  # give up after this many jobs (default: see max_jobs())
     overwrite: bool = False
@@ -185,7 +187,7 @@ def instruction_for(task: str, seed: int, job_index: int, position: int, paraphr
 
 def demonstration_jobs(config: CollectConfig, limit: int | None = None) -> Iterator[Job]:
     """The jobs ``collect`` runs, in order (job ``i`` depends only on ``config.seed`` and ``i``)."""
-    chains = load_standard_chains() if config.chain_fraction > 0 else []
+    chains = training_chains(TRAINING_CHAINS, config.seed) if config.chain_fraction > 0 else []
     for index in range(limit if limit is not None else max_jobs(config)):
         yield demonstration_job(
             index,
@@ -360,6 +362,7 @@ def _episode_entry(index: int, episode: Episode, instruction: str, job: Job, pos
         "scene_seed": job.scene_seed,
         "expert_seed": job.expert_seed,
         "start_state": job.state,
+        "job_tasks": list(job.tasks),
         # Digests of what was recorded: equal digests, equal episodes (reproducibility checks).
         "actions_sha": _digest(episode.actions),
         "frames_sha": _digest(episode.static, episode.gripper),
@@ -372,114 +375,3 @@ def _digest(*arrays: np.ndarray | None) -> str:
         if array is not None:
             digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()[:16]
-
-
-# --- command line --------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, required=True, help="output folder (lerobot/, calvin/, report)")
-    parser.add_argument("--episodes", type=int, default=100, help="successful episodes to write (default 100)")
-    parser.add_argument("--tasks", nargs="+", metavar="TASK", help="only these CALVIN tasks (default: all 34)")
-    parser.add_argument(
-        "--episodes-per-task", type=int, help="instead of --episodes: this many episodes of every task (balanced)"
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=1, help="parallel processes, one simulator each")
-    parser.add_argument(
-        "--chain-fraction",
-        type=float,
-        default=0.5,
-        help="share of jobs that run a CALVIN 5-task chain instead of a single task (default 0.5)",
-    )
-    parser.add_argument("--variants", nargs="+", default=["D"], choices=VARIANTS, help="scene variants (default D)")
-    parser.add_argument("--static-size", type=int, default=200, help="static camera frame size (CALVIN: 200)")
-    parser.add_argument("--gripper-size", type=int, default=84, help="gripper camera frame size (CALVIN: 84)")
-    parser.add_argument("--images", action="store_true", help="store PNG images instead of (lossless) video")
-    parser.add_argument("--calvin-format", action="store_true", help="also write CALVIN's on-disk format")
-    parser.add_argument(
-        "--noise",
-        type=float,
-        default=0.0,
-        help="perturb the expert's free-space moves by this much (action units): the std of smooth noise, "
-        "or the speed of a burst's push (default 0: no noise)",
-    )
-    parser.add_argument(
-        "--noise-kind",
-        choices=NOISE_KINDS,
-        default="smooth",
-        help="smooth = filtered noise on every free-space step; bursts = a 5-step push now and then, "
-        "then 25+ clean steps of recovery (the pushed steps are flagged and not trained on)",
-    )
-    parser.add_argument(
-        "--labels",
-        choices=LABELS,
-        default="clean",
-        help="with --noise, the recorded action: clean = the expert's noise-free correction (DART, default), "
-        "executed = the noisy action sent",
-    )
-    parser.add_argument("--no-randomize", action="store_true", help="canonical expert waypoints (no jitter)")
-    parser.add_argument("--max-jobs", type=int, help="stop after this many jobs even if short of --episodes")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing collection in --out")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def config_from_args(args: argparse.Namespace) -> CollectConfig:
-    return CollectConfig(
-        out=args.out,
-        episodes=args.episodes,
-        episodes_per_task=args.episodes_per_task,
-        tasks=args.tasks,
-        seed=args.seed,
-        workers=args.workers,
-        chain_fraction=args.chain_fraction,
-        variants=tuple(args.variants),
-        static_size=args.static_size,
-        gripper_size=args.gripper_size,
-        video=not args.images,
-        calvin_format=args.calvin_format,
-        noise=args.noise,
-        noise_kind=args.noise_kind,
-        labels=args.labels,
-        randomize=not args.no_randomize,
-        max_jobs=args.max_jobs,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    report = collect(config_from_args(args))
-    summary = report.to_json()
-    print(
-        f"wrote {report.episodes} episodes ({report.frames} frames) to {report.lerobot_root} in {report.seconds:.0f} s "
-        f"({summary['episodes_per_minute']} episodes/min, {summary['env_steps_per_second']} env steps/s); "
-        f"report: {report.out / REPORT_NAME}"
-    )
-    return 0 if report.episodes == report.config["episodes"] else 1
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Entry point of ``emu3-vla collect`` (group ``emu3_vla.commands``)."""
-    parser = subparsers.add_parser(
-        "collect",
-        help="scripted-expert demonstrations (LeRobot dataset, optionally CALVIN format)",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-    )
-    add_arguments(parser)
-    parser.set_defaults(func=run)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m eval.collect", description="scripted-expert demonstrations")
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return run(args)
-    except (FileExistsError, ValueError) as err:
-        parser.exit(2, f"collect: error: {err}\n")
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

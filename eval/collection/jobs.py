@@ -155,7 +155,7 @@ def chain_job(
     variant: str = "D",
     draw: int = 0,
 ) -> Job:
-    """Job ``index`` running one of ``chains`` (CALVIN's ``(state, tasks)`` pairs) from a seeded start scene.
+    """Job ``index`` running one of ``chains`` (``(state, tasks)`` pairs) from a seeded start scene.
 
     ``draw`` picks another chain for the same index (used to redraw a chain without wanted tasks).
     """

@@ -19,9 +19,9 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 
-from envs import PlayTableEnv, TaskOracle
-from eval.collect_jobs import Job
-from eval.collect_rollout import JobResult, run_job
+from envs import SUBTASK_STEPS, PlayTableEnv, TaskOracle
+from eval.collection.jobs import Job
+from eval.collection.recorder import JobResult, run_job
 from policies.experts import ScriptedExpert
 
 
@@ -36,7 +36,7 @@ class RunSettings:
     noise: float = 0.0
     noise_kind: str = "smooth"  # smooth noise on every free-space step, or short pushes (bursts)
     labels: str = "clean"  # with noise: record the expert's noise-free action (DART) or the executed one
-    max_steps: int = 360
+    max_steps: int = SUBTASK_STEPS
     tail_steps: int = 60
     finish_last: bool = True
     renderer: str = "tiny"

@@ -1,4 +1,4 @@
-"""Running a scripted expert through a :class:`~eval.collect_jobs.Job` in one PlayTable environment.
+"""Running a scripted expert through a :class:`~eval.collection.jobs.Job` in one PlayTable environment.
 
 The loop is CALVIN's evaluation loop for one chain, with recording: reset once from the job's
 symbolic state, then per subtask reset the expert, step until the oracle reports success (at most
@@ -28,11 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from envs import PlayTableEnv, TaskOracle
-from eval.collect_jobs import Job
+from envs import SUBTASK_STEPS, PlayTableEnv, TaskOracle
+from eval.collection.jobs import Job
 from policies.experts import ScriptedExpert
 
-EP_LEN = 360  # CALVIN's steps per subtask
 TAIL_STEPS = 60  # at most this many steps after success while the expert finishes its motion
 # A reset puts a block in the drawer a millimetre above its floor; it touches the floor (which the
 # lift_<block>_drawer check requires at the subtask's start) only after falling for a few steps.
@@ -126,7 +125,7 @@ def run_job(
     oracle: TaskOracle,
     *,
     record_frames: bool = True,
-    max_steps: int = EP_LEN,
+    max_steps: int = SUBTASK_STEPS,
     tail_steps: int = TAIL_STEPS,
     finish_last: bool = True,
     labels: str = "clean",

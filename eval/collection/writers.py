@@ -36,7 +36,7 @@ import numpy as np
 
 from emu3_vla.data.calvin_format import CalvinWriter
 from emu3_vla.data.episodes import PERTURBED_KEY
-from eval.collect_rollout import Episode
+from eval.collection.recorder import Episode
 
 log = logging.getLogger(__name__)
 

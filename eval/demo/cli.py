@@ -1,4 +1,4 @@
-"""``emu3-vla demo``: see :mod:`eval.demo`."""
+"""``emu3-vla demo``: see :mod:`eval.demo.pipeline`."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
     from emu3_vla.training.config import load_config
-    from eval.demo import main
+    from eval.demo.pipeline import main
 
     cfg = load_config("demo_quick" if args.quick else "demo", args.overrides)
     if args.print_config:

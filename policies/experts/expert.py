@@ -20,7 +20,7 @@ the gripper command are never perturbed. Two kinds (``noise_kind``):
   a policy that acts in chunks learns from those, and the steps of the burst itself are flagged
   (:meth:`ScriptedExpert.perturbed`) so that training can skip chunks they touch.
 :meth:`ScriptedExpert.label` gives the noise-free action of the last step: what the expert would do
-from the state the noise led to (DART's supervisor label, see :mod:`eval.collect`). Seed it per episode with
+from the state the noise led to (DART's supervisor label, see :mod:`eval.collection.collect`). Seed it per episode with
 :meth:`ScriptedExpert.reseed`, so that an episode is a function of its seed whatever else runs.
 Once a plan is finished the expert holds still with a constant gripper command.
 """

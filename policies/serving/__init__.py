@@ -1,2 +1,3 @@
-"""Pieces of the policy server (:mod:`policies.server`): the request format, the chunk-per-request
-policy, the batching model worker and client-side VQ tokenisation."""
+"""Pieces of the policy server (:mod:`policies.server`): the request format, the model side
+(:class:`~policies.serving.served_policy.ServedPolicy`, one window per connection), the batching
+model worker and client-side VQ tokenisation."""

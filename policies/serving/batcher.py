@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from policies.serving.chunks import ChunkedPolicy
 from policies.serving.protocol import ServedObservation
+from policies.serving.served_policy import ServedPolicy
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +51,11 @@ class _Job:
 
 
 class BatchWorker:
-    """Drains a queue of per-connection jobs into batched :meth:`ChunkedPolicy.query_chunks` calls."""
+    """Drains a queue of per-connection jobs into batched :meth:`ServedPolicy.query_chunks` calls."""
 
     def __init__(
         self,
-        policy: ChunkedPolicy,
+        policy: ServedPolicy,
         *,
         max_batch: int = 32,
         max_wait_s: float = 0.005,

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from emu3_vla.vision import ViewSpec
+from emu3_vla.views import ViewSpec
 
 PROMPT_KEY = "prompt"
 RESET_KEY = "reset"

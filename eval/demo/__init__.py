@@ -1,0 +1,1 @@
+"""``emu3-vla demo``: the whole pipeline on CPU defaults, every stage cached (:mod:`.pipeline`)."""

@@ -1,0 +1,65 @@
+"""Cached, resumable pipeline stages: a folder, its settings' key, and a marker that says it is done.
+
+Every stage writes ``stage.json`` with a key that hashes its settings and the keys of the stages it
+reads. A rerun skips each stage whose key still matches (re-running is cheap), redoes a stage whose
+settings changed (and therefore everything after it), and resumes a stage that was interrupted where
+the stage supports it (training resumes from its last checkpoint, evaluation from its chain log).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+
+class Stage:
+    """A cached step of the pipeline: ``folder`` holds its output and ``stage.json`` its key."""
+
+    def __init__(self, name: str, folder: Path, settings: dict[str, Any], upstream: Sequence[Stage] = ()) -> None:
+        self.name = name
+        self.folder = Path(folder)
+        payload = json.dumps({"settings": settings, "upstream": [u.key for u in upstream]}, sort_keys=True, default=str)
+        self.key = hashlib.sha256(payload.encode()).hexdigest()[:16]
+        self.settings = settings
+
+    @property
+    def marker(self) -> Path:
+        return self.folder / "stage.json"
+
+    def done(self) -> bool:
+        if not self.marker.is_file():
+            return False
+        try:
+            return json.loads(self.marker.read_text()).get("key") == self.key
+        except json.JSONDecodeError:
+            return False
+
+    def result(self) -> dict[str, Any]:
+        """The result a finished stage recorded (``{}`` when it has not finished)."""
+        return json.loads(self.marker.read_text()).get("result", {}) if self.done() else {}
+
+    def run(self, work: Callable[[], dict[str, Any] | None], *, resumable: bool = False) -> dict[str, Any]:
+        """Run ``work`` unless cached; a stale folder (other key) is wiped first unless ``resumable``
+        says the stage continues its own partial output (only when the key is the one it had)."""
+        if self.done():
+            print(f"[demo] {self.name}: cached ({self.folder})", flush=True)
+            return self.result()
+        started = self.folder / "stage.started.json"
+        same_attempt = started.is_file() and json.loads(started.read_text()).get("key") == self.key
+        if self.folder.exists() and not (resumable and same_attempt):
+            shutil.rmtree(self.folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        started.write_text(json.dumps({"key": self.key}) + "\n")
+        print(f"[demo] {self.name}: running -> {self.folder}", flush=True)
+        t0 = time.perf_counter()
+        result = work() or {}
+        seconds = round(time.perf_counter() - t0, 1)
+        record = {"key": self.key, "settings": self.settings, "seconds": seconds, "result": result}
+        self.marker.write_text(json.dumps(record, indent=2, default=str) + "\n")
+        print(f"[demo] {self.name}: done in {seconds:.0f} s", flush=True)
+        return result
