@@ -76,11 +76,19 @@ class Emu3Bundle:
     # ------------------------------------------------------------------ build
     @classmethod
     def from_preset(
-        cls, name: str, *, seed: int = 0, with_vq: bool = True, device: str | torch.device = "cpu"
+        cls,
+        name: str,
+        *,
+        seed: int = 0,
+        with_vq: bool = True,
+        device: str | torch.device = "cpu",
+        decoder_overrides: dict[str, Any] | None = None,
     ) -> Emu3Bundle:
-        """Random weights of a named preset (the starting point of training from scratch)."""
+        """Random weights of a named preset (the starting point of training from scratch);
+        ``decoder_overrides`` change the decoder's shape (e.g. ``hidden_size``, ``num_hidden_layers``)
+        while keeping the preset's token layout and VQ tokenizer."""
         preset = get_preset(name)
-        decoder = build_decoder(preset, seed=seed, device=device)
+        decoder = build_decoder(preset, seed=seed, device=device, **dict(decoder_overrides or {}))
         vq = build_vq(preset, seed=seed + 1, device=device) if with_vq else None
         return cls(decoder, vq, preset.layout, TextTokenizer.builtin_for(preset.layout), preset=name)
 

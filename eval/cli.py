@@ -1,4 +1,4 @@
-"""``emu3-vla eval calvin | tasks | merge | calvin-config``."""
+"""``emu3-vla eval calvin | tasks | gym | merge | calvin-config``."""
 
 from __future__ import annotations
 
@@ -67,6 +67,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     tasks.add_argument("--per-task", type=int, default=10, help="start states per task")
     tasks.add_argument("--tasks", nargs="*", default=None, help="restrict to these tasks")
     tasks.set_defaults(func=run_tasks)
+    gym = modes.add_parser(
+        "gym",
+        help="any gymnasium environment (gym-pusht, gym-aloha, ...): success rate, videos, report",
+        description="Evaluate a checkpoint, remote://host:port or random in a gymnasium environment. Observations "
+        "reach the model through an observation map (default: the dataset keys the checkpoint recorded, matched "
+        "by LeRobot's environment convention pixels -> observation.image, agent_pos -> observation.state), its "
+        "actions reach the environment through an action map. Success: info['is_success'] (or --success-reward). "
+        "Writes results.json, episodes.jsonl, videos/episode_XXXX.mp4 and report.html into --out. Example: "
+        "emu3-vla eval gym --env gym_pusht/PushT-v0 --env-arg obs_type=pixels_agent_pos --policy runs/pusht/model "
+        "--instruction 'Push the T-shaped block onto the T-shaped target.' --out runs/eval_pusht",
+    )
+    add_gym_arguments(gym)
+    gym.set_defaults(func=run_gym)
     merge = modes.add_parser("merge", help="merge the shards in a folder into results.json")
     merge.add_argument("folder", type=Path)
     merge.add_argument("--chains", type=int, default=1000)
@@ -90,6 +103,103 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="camera group of calvin_env's conf/cameras (default static_and_gripper; a tactile one needs tacto)",
     )
     config.set_defaults(func=run_calvin_config)
+
+
+def add_gym_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--env", required=True, help="gymnasium id, e.g. gym_pusht/PushT-v0 (its package is imported)")
+    p.add_argument(
+        "--env-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keyword for gymnasium.make (YAML value), repeatable, e.g. --env-arg obs_type=pixels_agent_pos",
+    )
+    p.add_argument(
+        "--policy",
+        "--checkpoint",
+        dest="policy",
+        required=True,
+        help="checkpoint folder, remote://host:port or random (uniform samples of the action space)",
+    )
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--max-steps", type=int, default=None, help="steps per episode (default: the env's limit)")
+    p.add_argument("--envs", type=int, default=1, help="environments stepped together (one batched model query)")
+    p.add_argument("--seed", type=int, default=0, help="episode k resets with seed + k")
+    p.add_argument(
+        "--obs",
+        action="append",
+        default=[],
+        metavar="ENV_KEY=INPUT",
+        help="observation map entry: env observation key (dotted for nested) -> model view or 'state'; repeatable",
+    )
+    p.add_argument(
+        "--action",
+        default="absolute",
+        help="action map: absolute (as the model outputs them) | rescale (model bounds -> the env's Box) | "
+        "relative:<obs key> (added to that observation); always clipped to the env's Box (default: absolute)",
+    )
+    text = p.add_mutually_exclusive_group()
+    text.add_argument("--instruction", default=None, help="the instruction of every episode")
+    text.add_argument(
+        "--instruction-from",
+        default=None,
+        metavar="NAME",
+        help="read it at reset from info[NAME], obs[NAME] or env.unwrapped.NAME (default: task_description / task)",
+    )
+    p.add_argument("--success-reward", type=float, default=None, help="also success when a step's reward >= this")
+    p.add_argument("--videos", type=int, default=1, help="record mp4s of the first N episodes")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--execute-steps", type=int, default=None, help="actions executed per model query (<= chunk)")
+    p.add_argument("--decoder", default=None, help="VLA decoding backend: plain | static | parallel")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _pairs(items: list[str], what: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise ValueError(f"{what} {item!r}: expected KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def run_gym(args: argparse.Namespace) -> int:
+    import yaml
+
+    from eval.gym_eval import GymEvalSettings, evaluate_gym
+
+    settings = GymEvalSettings(
+        env=args.env,
+        policy=args.policy,
+        out=args.out,
+        episodes=args.episodes,
+        max_steps=args.max_steps,
+        envs=args.envs,
+        seed=args.seed,
+        env_kwargs={k: yaml.safe_load(v) for k, v in _pairs(args.env_arg, "--env-arg").items()},
+        obs_map=_pairs(args.obs, "--obs"),
+        action=args.action,
+        instruction=args.instruction,
+        instruction_from=args.instruction_from,
+        success_reward=args.success_reward,
+        videos=args.videos,
+        device=args.device,
+        execute_steps=args.execute_steps,
+        decoder=args.decoder,
+        progress=not args.no_progress,
+    )
+    m = evaluate_gym(settings)
+    print(f"{'episode':>7s} {'success':>8s} {'steps':>6s} {'return':>8s}")
+    for r in m["episodes"]:
+        print(f"{r['episode']:7d} {'yes' if r['success'] else 'no':>8s} {r['steps']:6d} {r['return']:8.3f}")
+    print(
+        f"{m['env']}: success {m['successes']}/{m['num_episodes']} ({100 * m['success_rate']:.1f}%), "
+        f"mean steps {m['mean_steps']:.1f}, mean return {m['mean_return']:.3f}; observation map {m['observation_map']}"
+    )
+    print(f"wrote {args.out / 'results.json'}, {args.out / 'report.html'}, {args.out / 'videos'}")
+    return 0
 
 
 def _settings(args: argparse.Namespace):

@@ -44,6 +44,7 @@ class PolicyStats:
     queries: int = 0
     tokens: int = 0
     malformed: int = 0
+    saturated: int = 0  # chunks with a coefficient at the edge of FAST's fitted range (see DecodeResult)
     issues: dict[str, int] = dataclasses.field(default_factory=dict)
     malformed_by_env: dict[int, int] = dataclasses.field(default_factory=dict)
 
@@ -52,6 +53,7 @@ class PolicyStats:
         self.queries += len(env_ids)
         self.tokens += prediction.tokens
         self.malformed += int(decoded.num_malformed)
+        self.saturated += int(getattr(decoded, "num_saturated", 0))
         for i, bad in zip(env_ids, decoded.malformed, strict=True):
             self.malformed_by_env[i] = self.malformed_by_env.get(i, 0) + int(bad)
         for kind, flags in decoded.issues.items():

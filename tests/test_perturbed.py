@@ -3,6 +3,8 @@ dataset, carried into the token cache, and the training windows that touch them 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -128,3 +130,31 @@ def test_windows_touching_a_perturbed_chunk_are_left_out(tmp_path, tiny_vq_dir):
     assert by_episode[0] == expected(flags[0])
     assert by_episode[1] == expected(flags[1]) and len(by_episode[1]) < len(by_episode[0])
     assert windows.skipped_perturbed == len(by_episode[0]) - len(by_episode[1])
+
+
+def test_token_cache_counts_chunks_the_action_tokenizer_had_to_clamp(tmp_path, tiny_vq_dir):
+    """FAST fitted on gentle chunks, a dataset with a violent episode: the cache says how many of its
+    chunks were clamped to the fitted range instead of silently training on the approximations."""
+    from action_tokenizer import FastTokenizer
+    from conftest import tiny_train_overrides
+    from emu3_vla.data.token_cache import CacheSettings, TokenCache
+    from emu3_vla.training import data_prep
+    from emu3_vla.training.config import load_config
+
+    root = write_tiny_lerobot_dataset(tmp_path / "data", episodes=2, length=40)
+    cfg = load_config("train", tiny_train_overrides(root, tiny_vq_dir, tmp_path / "run", tmp_path / "cache"))
+    source = data_prep.open_source(cfg)
+    gentle = data_prep.all_chunks(source, 10)
+    gentle[..., :6] *= 0.2  # the fit sees small arm motions only
+    tokenizer = FastTokenizer.fit(gentle, scale=10.0, vocab_size=256)
+    mapping = data_prep.data_mapping(cfg)
+    vla = data_prep.build_model(cfg, tokenizer, data_prep.sequence_spec(cfg, mapping, 10, None), mapping)
+    settings = CacheSettings(chunk=10, frame_stride=5)
+    cache = TokenCache.build(source, vla.vision(), tokenizer, tmp_path / "cache", settings=settings, progress=False)
+    manifest = json.loads((cache.root / "manifest.json").read_text())
+    expected = 0
+    for i in range(len(source)):
+        actions = source.actions(i)
+        starts = np.arange(0, len(actions) - 10 + 1, 5)
+        expected += tokenizer.encode_with_report(np.stack([actions[s : s + 10] for s in starts])).num_clamped_chunks
+    assert manifest["clamped_chunks"] == expected > 0

@@ -9,8 +9,18 @@ follows the dataset's fps, so a 10 Hz and a 50 Hz dataset get chunks of the same
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
+
+#: The largest view side :func:`camera_override` suggests (a 640x480 camera at 8x compression would
+#: be 4,800 tokens per view; a 128x128 view is 256).
+SUGGESTED_MAX_SIDE = 128
+
+
+class MissingCamerasError(ValueError):
+    """The data config names no camera; the message lists the dataset's cameras and an override to paste."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +79,16 @@ class DataMapping:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DataMapping:
-        """From a config dict: ``cameras: {view: {key, height, width} | {key, size}}`` plus scalars."""
+        """From a config dict: ``cameras: {view: {key, height, width} | {key, size}}`` plus scalars.
+
+        No cameras (``data=lerobot`` before its one ``data.cameras={...}`` override) is a
+        :class:`MissingCamerasError` listing the dataset's camera features (read from ``root``'s
+        ``meta/info.json`` when there is one) and the override that maps them."""
+        if not data.get("cameras"):
+            raise MissingCamerasError(
+                "data.cameras is empty: name the camera keys that become the model's views in ONE override, "
+                + camera_override(data.get("root"))
+            )
         cams = {}
         for view, cam in dict(data["cameras"]).items():
             cam = dict(cam)
@@ -93,3 +112,35 @@ class DataMapping:
             "chunk_steps": self.chunk_steps,
             "chunk_seconds": self.chunk_seconds,
         }
+
+
+def view_name(key: str) -> str:
+    """A view name for a dataset camera key: its last dotted part (``observation.images.front`` -> ``front``)."""
+    return key.rsplit(".", 1)[-1]
+
+
+def camera_override(root: str | Path | None) -> str:
+    """The ``data.cameras={...}`` override mapping every camera of the LeRobot dataset at ``root`` (sizes:
+    the camera's own, a multiple of 8, at most :data:`SUGGESTED_MAX_SIDE`), or a generic example when
+    the folder cannot be read."""
+    example = "e.g. 'data.cameras={front: {key: observation.images.front, size: 96}}'"
+    info = Path(str(root)) / "meta" / "info.json" if root else None
+    try:
+        features = json.loads(info.read_text())["features"] if info is not None else {}
+    except (OSError, ValueError, KeyError, TypeError):
+        features = {}
+    cameras = {k: f for k, f in features.items() if isinstance(f, dict) and f.get("dtype") in ("video", "image")}
+    if not cameras:
+        return example
+    parts, listed = [], []
+    for key, feature in cameras.items():
+        shape = list(feature.get("shape") or [])
+        names = list(feature.get("names") or [])
+        if len(shape) == 3 and names[:1] in (["channels"], ["channel"]):
+            height, width = shape[1], shape[2]
+        else:
+            height, width = [*shape, 0, 0][:2]
+        side = max(8, min(SUGGESTED_MAX_SIDE, int(min(height, width) or SUGGESTED_MAX_SIDE)) // 8 * 8)
+        listed.append(f"{key} ({feature['dtype']}, {height}x{width})")
+        parts.append(f"{view_name(key)}: {{key: {key}, size: {side}}}")
+    return f"e.g. 'data.cameras={{{', '.join(parts)}}}' (this dataset's cameras: {', '.join(listed)})"

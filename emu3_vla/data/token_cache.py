@@ -51,6 +51,8 @@ class ActionEncoder(Protocol):
 
     def encode(self, chunks: np.ndarray) -> list[list[int]]: ...
 
+    def encode_with_report(self, chunks: np.ndarray) -> Any: ...
+
     def save(self, folder: str | Path) -> Any: ...
 
 
@@ -197,7 +199,10 @@ class TokenCache:
                 arrays[f"codes_{view}"] = codes.numpy().astype(np.uint16)
             full = steps[steps + settings.chunk <= len(episode)]
             chunks = action_chunks(episode.actions, settings.chunk, settings.frame_stride)[: len(full)]
-            tokens = actions.encode(chunks) if len(chunks) else []
+            report = actions.encode_with_report(chunks) if len(chunks) else None
+            tokens = report.ids if report is not None else []
+            # chunks the tokenizer could only approximate (coefficients clamped to its fitted range)
+            arrays["clamped_chunks"] = np.int64(report.num_clamped_chunks if report is not None else 0)
             lengths = np.array([0] + [len(t) for t in tokens] + [0] * (len(steps) - len(full)))
             arrays["fast_tokens"] = np.concatenate(
                 [np.asarray(t, dtype=np.int16) for t in tokens] or [np.zeros(0, np.int16)]
@@ -213,8 +218,12 @@ class TokenCache:
             _atomic_savez(_episode_path(root, i), arrays)
             frames_encoded += len(steps) * len(views)
             bar.set_postfix(frames_per_s=f"{frames_encoded / (time.perf_counter() - t0):.1f}")
+        clamped = sum(int(np.load(_episode_path(root, i))["clamped_chunks"]) for i in range(len(source)))
+        if clamped:
+            log.warning("%d action chunks lie outside the action tokenizer's fitted range (clamped)", clamped)
         manifest = {
             "episodes": len(source),
+            "clamped_chunks": clamped,
             "views": views,
             "settings": dataclasses.asdict(settings),
             "key": key,

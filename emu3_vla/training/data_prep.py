@@ -60,11 +60,35 @@ def make_action_tokenizer(cfg: DictConfig, source: EpisodeSource, chunk: int):
         return tok
     chunks = all_chunks(source, chunk)
     log.info("fitting the %s action tokenizer on %d chunks", cfg.action_tokens, len(chunks))
+    dims = gripper_dims(cfg, chunks)
+    # a binary gripper dim is neither normalised nor treated as a continuous signal; None: the default
+    grip = {} if dims is None else {"passthrough_dims": dims, "gripper_dims": dims}
     if cfg.action_tokens == "fast":
-        return FastTokenizer.fit(chunks, scale=float(cfg.fast.scale), vocab_size=int(cfg.fast.vocab_size))
+        return FastTokenizer.fit(chunks, scale=float(cfg.fast.scale), vocab_size=int(cfg.fast.vocab_size), **grip)
     if cfg.action_tokens == "binning":
-        return BinningTokenizer.fit(chunks)
+        return BinningTokenizer.fit(chunks, **grip)
     raise ConfigError(f"action_tokens must be 'fast' or 'binning', got {cfg.action_tokens!r}")
+
+
+def gripper_dims(cfg: DictConfig, chunks: np.ndarray) -> tuple[int, ...] | None:
+    """``data.gripper_dims``: the action dims that are a binary -1/+1 gripper (executed actions are
+    binarised there). ``null``: the action tokenizer's default (the last dim of 7-d CALVIN actions);
+    ``auto``: the dims whose every value in the dataset is -1 or +1 (a 2-d PushT target or a
+    continuous 7-d arm gets none); a list: those dims."""
+    value = cfg.data.get("gripper_dims")
+    if value is None:
+        return None
+    flat = np.asarray(chunks, dtype=np.float64).reshape(-1, chunks.shape[-1])
+    if value == "auto":
+        dims = tuple(int(d) for d in np.flatnonzero(np.all(np.abs(np.abs(flat) - 1.0) < 1e-6, axis=0)))
+        log.info("gripper dims (binary -1/+1 in the data): %s", list(dims) or "none")
+        return dims
+    if isinstance(value, str):
+        raise ConfigError(f"data.gripper_dims must be null, 'auto' or a list of dims, got {value!r}")
+    dims = tuple(int(d) % flat.shape[-1] for d in value)
+    if any(not -flat.shape[-1] <= int(d) < flat.shape[-1] for d in value):
+        raise ConfigError(f"data.gripper_dims {list(value)} is out of range for {flat.shape[-1]}-d actions")
+    return dims
 
 
 def sequence_spec(cfg: DictConfig, mapping: DataMapping, chunk: int, max_length: int | None) -> SequenceSpec:
@@ -123,7 +147,8 @@ def build_model(
     if cfg.model.checkpoint:
         bundle = Emu3Bundle.load(cfg.model.checkpoint)
     else:
-        bundle = Emu3Bundle.from_preset(cfg.model.preset, seed=int(cfg.seed), with_vq=False)
+        shape = OmegaConf.to_container(cfg.model.get("decoder") or {}, resolve=True)
+        bundle = Emu3Bundle.from_preset(cfg.model.preset, seed=int(cfg.seed), with_vq=False, decoder_overrides=shape)
     if cfg.model.vq:
         bundle.vq = load_vq(cfg.model.vq)
     if bundle.vq is None:

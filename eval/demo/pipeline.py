@@ -62,6 +62,8 @@ class Run:
 # ------------------------------------------------------------------------------------ data stages
 def collect_stage(run: Run) -> Stage:
     c = run.cfg.collect
+    if c.get("dataset"):
+        return Stage("use dataset", run.folder / "data", {"dataset": str(Path(c.dataset).resolve())})
     settings = {
         "tasks": run.tasks,
         "episodes_per_task": int(c.episodes_per_task),
@@ -79,6 +81,12 @@ def run_collect(run: Run, stage: Stage) -> dict[str, Any]:
     from eval.collection.collect import CollectConfig, collect
 
     c, views = run.cfg.collect, run.views()
+    if c.get("dataset"):  # demonstrations collected before (e.g. `emu3-vla collect`, larger frames)
+        root = Path(c.dataset).resolve()
+        report_path = root.parent / "collect_report.json"
+        report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+        report.pop("episode_list", None)
+        return {"episodes": report.get("episodes"), "lerobot_root": str(root), "report": report}
     report = collect(
         CollectConfig(
             out=stage.folder / "collect",
@@ -324,16 +332,15 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     if bool(e.random_baseline):
         from eval.evaluate import evaluate_tasks
 
+        per_task = int(e.get("random_per_task") or e.per_task)
         rnd = Stage(
-            "evaluate random policy",
-            run.folder / "eval_random" / "tasks",
-            {"per_task": int(e.per_task), "tasks": run.tasks},
+            "evaluate random policy", run.folder / "eval_random" / "tasks", {"per_task": per_task, "tasks": run.tasks}
         )
         settings = eval_settings(run, "random", rnd.folder, 0)
         random = timed(
             "random",
             rnd.run,
-            lambda: evaluate_tasks(settings, tasks=run.tasks, per_task=int(e.per_task)),
+            lambda: evaluate_tasks(settings, tasks=run.tasks, per_task=per_task),
             resumable=True,
         )
     generation = timed("generation", generation_stage, run, trained_stage, train_cfg, checkpoint)
