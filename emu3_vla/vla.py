@@ -113,6 +113,7 @@ class ChunkPrediction:
 
     actions: np.ndarray  # (B, chunk, action_dim): action units, clipped to the bounds, gripper +-1
     action_ids: list[np.ndarray]  # each row's FAST ids: the action tokens a window keeps for this frame
+    frames: list[FrameCodes]  # each row's current frame as tokens (what a window keeps beside its action ids)
     decoded: Any  # action_tokenizer DecodeResult: per row, the problems found in the stream and repaired
 
     @property
@@ -283,15 +284,17 @@ class VLAModel:
         self,
         instructions: Sequence[str],
         histories: Sequence[Sequence[tuple[FrameCodes, np.ndarray]]],
-        frames: Sequence[FrameCodes],
+        frames: Sequence[Frame],
         *,
         decoding: ActionDecoding | None = None,
     ) -> ChunkPrediction:
-        """One action chunk per window: ``histories[k]`` holds up to ``spec.frames - 1`` earlier
-        (frame codes, FAST ids) pairs of window ``k``, ``frames[k]`` its current frame's codes;
+        """One action chunk per window: ``frames[k]`` is window ``k``'s current frame (pixels or codes
+        per view, and the state; :meth:`tokenize`), ``histories[k]`` up to ``spec.frames - 1`` earlier
+        (frame codes, FAST ids) pairs of it (from earlier predictions' ``frames`` and ``action_ids``);
         ``decoding`` defaults to plain greedy decoding of exactly one chunk."""
         if not len(instructions) == len(histories) == len(frames):
             raise ValueError(f"{len(instructions)} instructions, {len(histories)} histories, {len(frames)} frames")
+        frames = self.tokenize(frames)
         builder = self.builder()
         prompts = [
             builder.prompt(text, history, frame).tolist()
@@ -303,7 +306,7 @@ class VLAModel:
         out = decoding.run(prompts, prefixes)
         streams = [self._fast_ids(out.row(k)) for k in range(len(prompts))]
         decoded = self.action_tokenizer.decode(streams)
-        return ChunkPrediction(self.executable(decoded.actions, clip=decoding.clip_actions), streams, decoded)
+        return ChunkPrediction(self.executable(decoded.actions, clip=decoding.clip_actions), streams, frames, decoded)
 
     def executable(self, actions: np.ndarray, *, clip: bool = True) -> np.ndarray:
         """Decoded chunks -> what a robot executes: clipped to the action bounds, gripper exactly +-1."""
@@ -315,7 +318,8 @@ class VLAModel:
 
     def _fast_ids(self, row: list[int]) -> np.ndarray:
         layout = self.layout
-        ids = np.asarray([t for t in row if t not in (layout.eoa_id, layout.pad_id)], dtype=np.int64)
+        stop = (layout.eoa_id, layout.pad_id)
+        ids = np.asarray([t for t in row if t not in stop], dtype=np.int64)
         return layout.id_to_fast(ids).astype(np.int64) if ids.size else np.zeros(0, dtype=np.int64)
 
     # ---------------------------------------------------------------- files

@@ -115,6 +115,13 @@ def add_gym_arguments(p: argparse.ArgumentParser) -> None:
         help="keyword for gymnasium.make (YAML value), repeatable, e.g. --env-arg obs_type=pixels_agent_pos",
     )
     p.add_argument(
+        "--reset-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="entry of env.reset(options=...) for every episode (YAML value), repeatable",
+    )
+    p.add_argument(
         "--policy",
         "--checkpoint",
         dest="policy",
@@ -170,6 +177,7 @@ def run_gym(args: argparse.Namespace) -> int:
 
     from eval.gym_eval import GymEvalSettings, evaluate_gym
 
+    reset_options = {k: yaml.safe_load(v) for k, v in _pairs(args.reset_option, "--reset-option").items()}
     settings = GymEvalSettings(
         env=args.env,
         policy=args.policy,
@@ -179,6 +187,7 @@ def run_gym(args: argparse.Namespace) -> int:
         envs=args.envs,
         seed=args.seed,
         env_kwargs={k: yaml.safe_load(v) for k, v in _pairs(args.env_arg, "--env-arg").items()},
+        reset_options=reset_options or None,
         obs_map=_pairs(args.obs, "--obs"),
         action=args.action,
         instruction=args.instruction,

@@ -39,6 +39,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,7 @@ class GymEvalSettings:
     envs: int = 1
     seed: int = 0  # episode k resets with seed + k
     env_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    reset_options: dict[str, Any] | None = None  # env.reset(options=...) of every episode
     obs_map: dict[str, str] = dataclasses.field(default_factory=dict)  # env key -> model input
     action: str = "absolute"  # absolute | rescale | relative:<obs key>
     instruction: str | None = None
@@ -306,7 +308,8 @@ def import_env_package(env_id: str) -> None:
     namespace = env_id.split("/", 1)[0] if "/" in env_id else None
     if namespace:
         os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # gym-pusht's pygame greets on import
-        with contextlib.suppress(ModuleNotFoundError):
+        with contextlib.suppress(ModuleNotFoundError), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="pkg_resources is deprecated")  # pygame's, not ours
             importlib.import_module(namespace)
 
 
@@ -450,7 +453,7 @@ def _run(settings: GymEvalSettings, envs: list, action_map: ActionMap, out: Path
         nonlocal next_episode, mapping
         k = next_episode
         next_episode += 1
-        obs, info = envs[i].reset(seed=settings.seed + k)
+        obs, info = envs[i].reset(seed=settings.seed + k, options=settings.reset_options)
         policy.reset(i)
         if hasattr(policy, "reseed"):
             policy.reseed(i, settings.seed + k)
@@ -552,7 +555,8 @@ def _run(settings: GymEvalSettings, envs: list, action_map: ActionMap, out: Path
         else "info['is_success']",
         "seconds": round(time.perf_counter() - started, 2),
         "observation_map": {name: env_key for name, env_key in (mapping or {}).items()},
-        "env_kwargs": {k: v for k, v in settings.env_kwargs.items()},
+        "env_kwargs": dict(settings.env_kwargs),
+        "reset_options": settings.reset_options,
     }
     stats = getattr(policy, "stats", None)
     if stats is not None:

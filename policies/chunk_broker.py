@@ -47,6 +47,10 @@ class ChunkBroker:
         self._queues: dict[int, deque] = {}
         self._instructions: dict[int, str] = {}
 
+    def step(self, observation: Any, instruction: str) -> np.ndarray:
+        """One action for a single environment (index 0)."""
+        return self.act([observation], [instruction])[0]
+
     def reset(self, env_index: int | None = None) -> None:
         """Start one environment (or all) over: no queued actions, no history at the source."""
         if env_index is None:

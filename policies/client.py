@@ -322,15 +322,15 @@ class ServerChunks:
         self._metadata = metadata
 
 
-class RemotePolicy:
+class RemotePolicy(ChunkBroker):
     """A policy served by ``emu3-vla serve``, usable wherever a local policy is: the server's chunks
-    (:class:`ServerChunks`) behind a :class:`~policies.chunk_broker.ChunkBroker`."""
+    (:class:`ServerChunks`) behind the chunk broker (``act``, ``step``, ``reset`` are the broker's)."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, api_key: str | None = None, **kwargs: Any):
         """Keyword arguments go to :class:`ServerChunks` (``obs_keys``, ``state_key``, ``tokenizer``,
         ``resize``, timeouts, ``reconnects``)."""
         self.server = ServerChunks(host, port, api_key, **kwargs)
-        self.broker = ChunkBroker(self.server)  # the server already cut each chunk to its action horizon
+        super().__init__(self.server)  # the server already cut each chunk to its action horizon
 
     @property
     def uri(self) -> str:
@@ -356,18 +356,6 @@ class RemotePolicy:
     @property
     def reconnections(self) -> int:
         return self.server.reconnections
-
-    def reset(self, env_index: int | None = None) -> None:
-        self.broker.reset(env_index)
-
-    def step(self, obs: Observation, instruction: str) -> np.ndarray:
-        return self.act([obs], [instruction])[0]
-
-    def act(
-        self, observations: Sequence[Observation], instructions: Sequence[str], env_ids: Sequence[int] | None = None
-    ) -> np.ndarray:
-        """Actions ``(N, D)``; row ``k`` belongs to environment ``env_ids[k]`` (default ``k``)."""
-        return self.broker.act(observations, instructions, env_ids)
 
     def close(self) -> None:
         self.server.close()

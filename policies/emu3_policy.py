@@ -100,18 +100,19 @@ class VLAWindows:
 
     def query(self, env_ids: list[int], observations: Sequence[Any], instructions: Sequence[str]) -> np.ndarray:
         """Full chunks ``(N, chunk, action_dim)``; each environment's window moves on by one frame."""
-        frames = self.vla.tokenize([self.read_frame(o) for o in observations])
         past = self.vla.spec.frames - 1
         histories = [self._history.get(i, [])[-past:] if past else [] for i in env_ids]
+        frames = [self.read_frame(o) for o in observations]
         prediction = self.vla.predict(instructions, histories, frames, decoding=self.decoding)
         self.stats.count(prediction, env_ids)
-        for i, frame, ids in zip(env_ids, frames, prediction.action_ids, strict=True):
+        for i, frame, ids in zip(env_ids, prediction.frames, prediction.action_ids, strict=True):
             self._history[i] = [*self._history.get(i, []), (frame, ids)][-max(past, 1) :]
         return prediction.actions
 
 
-class Emu3VLAPolicy:
-    """Batched closed-loop control with a trained :class:`~emu3_vla.vla.VLAModel`."""
+class Emu3VLAPolicy(ChunkBroker):
+    """Batched closed-loop control with a trained :class:`~emu3_vla.vla.VLAModel`: its
+    :class:`VLAWindows` behind the chunk broker (``act``, ``step``, ``reset`` are the broker's)."""
 
     def __init__(
         self,
@@ -136,8 +137,7 @@ class Emu3VLAPolicy:
             decoder, exact_length=exact_length, options=decoder_options, clip_actions=clip_actions
         )
         self.windows = VLAWindows(vla, frame_reader(vla, obs_keys), decoding)
-        self.broker = ChunkBroker(self.windows, execute_steps)
-        self.execute_steps = execute_steps
+        super().__init__(self.windows, execute_steps)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, **kwargs: Any) -> Emu3VLAPolicy:
@@ -154,14 +154,3 @@ class Emu3VLAPolicy:
     @property
     def obs_keys(self) -> dict[str, str]:
         return dict(self.windows.read_frame.keys)
-
-    def reset(self, env_index: int | None = None) -> None:
-        self.broker.reset(env_index)
-
-    def step(self, obs: Observation, instruction: str) -> np.ndarray:
-        return self.act([obs], [instruction])[0]
-
-    def act(
-        self, observations: Sequence[Observation], instructions: Sequence[str], env_ids: Sequence[int] | None = None
-    ) -> np.ndarray:
-        return self.broker.act(observations, instructions, env_ids)

@@ -131,11 +131,18 @@ class SequenceBuilder:
         self.text = text_tokenizer
         self.spec = spec or SequenceSpec()
         self._state = self.spec.state_binning() if self.spec.uses_state and self.spec.state_low else None
+        self._instructions: dict[str, np.ndarray] = {}  # a closed loop asks for the same instruction every query
 
     # ------------------------------------------------------------- pieces
     def instruction_ids(self, instruction: str) -> np.ndarray:
-        ids = self.text.encode(instruction.strip())[: self.spec.max_instruction_tokens]
-        return np.asarray([self.layout.bos_id, *ids], dtype=np.int64)
+        """``[BOS]`` and the instruction's text ids (cut to ``max_instruction_tokens``); read-only."""
+        cached = self._instructions.get(instruction)
+        if cached is None:
+            ids = self.text.encode(instruction.strip())[: self.spec.max_instruction_tokens]
+            cached = np.asarray([self.layout.bos_id, *ids], dtype=np.int64)
+            cached.flags.writeable = False
+            self._instructions[instruction] = cached
+        return cached
 
     def observation_ids(self, observation: Mapping[str, np.ndarray]) -> np.ndarray:
         """Everything one time step shows the model: its vision blocks, then its state tokens."""

@@ -174,7 +174,8 @@ def decode(
             mixed = uncond + guidance_scale * (cond - uncond) if guided else cond
             allowed = constraint.allowed(state)
             lengths += ~constraint.finished(state)
-            tokens = sampler(mixed.masked_fill(~allowed, float("-inf")), generators)
+            masked = mixed.masked_fill(~allowed, float("-inf"))
+            tokens = masked.argmax(dim=-1) if sampler.greedy else sampler(masked, generators)
             produced.append(tokens)
             if steps is not None:
                 record = (cond, uncond, mixed, allowed, tokens)

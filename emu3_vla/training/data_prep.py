@@ -147,7 +147,8 @@ def build_model(
     if cfg.model.checkpoint:
         bundle = Emu3Bundle.load(cfg.model.checkpoint)
     else:
-        shape = OmegaConf.to_container(cfg.model.get("decoder") or {}, resolve=True)
+        decoder = cfg.model.get("decoder")  # an empty DictConfig is falsy, and to_container refuses a plain {}
+        shape = OmegaConf.to_container(decoder, resolve=True) if decoder else {}
         bundle = Emu3Bundle.from_preset(cfg.model.preset, seed=int(cfg.seed), with_vq=False, decoder_overrides=shape)
     if cfg.model.vq:
         bundle.vq = load_vq(cfg.model.vq)

@@ -47,7 +47,7 @@ class ServedPolicy:
             raise ValueError(f"execute_steps must be in [1, {chunk}] (the chunk length), got {execute_steps}")
         self.vla = vla.to(device)
         self.windows = VLAWindows(vla, served_frame, vla.action_decoding(decoder))
-        self.broker = ChunkBroker(self.windows, self.execute_steps)
+        self.broker = ChunkBroker(self.windows, self.execute_steps)  # one queue per connection slot
 
     @property
     def stats(self) -> PolicyStats:
