@@ -106,7 +106,7 @@ PRESETS: dict[str, ModelPreset] = {
             rope_theta=10_000.0,
             attention_dropout=0.0,
             vq=_vq(base=64, mult=(1, 2, 2, 4), res=2, attn=(), embed=4),
-            description="~30 M-parameter decoder; the GPU demo in minutes on one H200",
+            description="~30 M-parameter decoder; the calvin34 recipe on one GPU in minutes (bench/gpu_all.sh)",
         ),
         ModelPreset(
             name="emu3-1b",

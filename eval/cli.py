@@ -52,10 +52,10 @@ def _common(p: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval",
-        help="CALVIN long-horizon evaluation, the single-task suite, or merging shards",
+        help="CALVIN long-horizon evaluation, the single-task suite, any gymnasium environment, or merging shards",
         description="Evaluate a policy with CALVIN's protocol (1,000 standard chains of 5 subtasks, 360 steps "
-        "each) or on every task separately. Results: results.json, a PNG plot, chains*.jsonl (resume log) and "
-        "optional mp4s in --out.",
+        "each), on every task separately, or in any gymnasium environment (eval gym). Results: results.json, a "
+        "PNG plot, chains*.jsonl (resume log), optional mp4s and report.html in --out.",
     )
     modes = p.add_subparsers(dest="mode", metavar="MODE", required=True)
     chains = modes.add_parser("calvin", help="long-horizon chains: SR@1..5 and average length")
@@ -201,8 +201,11 @@ def run_gym(args: argparse.Namespace) -> int:
     )
     m = evaluate_gym(settings)
     print(f"{'episode':>7s} {'success':>8s} {'steps':>6s} {'return':>8s}")
-    for r in m["episodes"]:
+    shown = 20
+    for r in m["episodes"][:shown]:
         print(f"{r['episode']:7d} {'yes' if r['success'] else 'no':>8s} {r['steps']:6d} {r['return']:8.3f}")
+    if len(m["episodes"]) > shown:
+        print(f"    ... {len(m['episodes']) - shown} more episodes in results.json")
     print(
         f"{m['env']}: success {m['successes']}/{m['num_episodes']} ({100 * m['success_rate']:.1f}%), "
         f"mean steps {m['mean_steps']:.1f}, mean return {m['mean_return']:.3f}; observation map {m['observation_map']}"

@@ -308,8 +308,7 @@ def import_env_package(env_id: str) -> None:
     namespace = env_id.split("/", 1)[0] if "/" in env_id else None
     if namespace:
         os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # gym-pusht's pygame greets on import
-        with contextlib.suppress(ModuleNotFoundError), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="pkg_resources is deprecated")  # pygame's, not ours
+        with contextlib.suppress(ModuleNotFoundError):
             importlib.import_module(namespace)
 
 
@@ -323,7 +322,9 @@ def make_env(settings: GymEvalSettings) -> Any:
     if settings.max_steps is not None:
         kwargs.setdefault("max_episode_steps", int(settings.max_steps))
     try:
-        return gym.make(settings.env, **kwargs)
+        with warnings.catch_warnings():  # the env module loads here (gym-pusht: pygame's pkg_resources warning)
+            warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+            return gym.make(settings.env, **kwargs)
     except gym.error.Error as err:
         raise ValueError(f"cannot make gymnasium environment {settings.env!r}: {err}") from err
 

@@ -71,9 +71,13 @@ def observation_keys(view_keys: Mapping[str, str], state_key: str | None = None)
     """A model's inputs (view -> dataset key, and its state key) -> where to find them in an
     observation: CALVIN's path for the keys of CALVIN-format data, else the dataset key itself (an
     observation keyed like the dataset, as LeRobot's environments and robots produce them)."""
-    keys = {view: CALVIN_OBSERVATION_PATHS.get(key, key) for view, key in view_keys.items()}
+    # CALVIN's paths only for a model trained on CALVIN-format data (our collector's view keys): a
+    # LeRobot dataset's "observation.state" is the dataset's own state, not CALVIN's robot_obs.
+    calvin = set(view_keys.values()) <= {"observation.images.static", "observation.images.gripper"}
+    paths = CALVIN_OBSERVATION_PATHS if calvin else {}
+    keys = {view: paths.get(key, key) for view, key in view_keys.items()}
     if state_key:
-        keys[STATE_INPUT] = CALVIN_OBSERVATION_PATHS.get(state_key, state_key)
+        keys[STATE_INPUT] = paths.get(state_key, state_key)
     return keys
 
 

@@ -28,7 +28,9 @@ SIZING = {
     "train": ["steps=2", "batch_size=2", "checkpoint.every=2", "progress=false", "wandb.mode=disabled"],
     "eval": ["--episodes", "3", "--envs", "2", "--max-steps", "12", "--videos", "1", "--no-progress"],
 }
-SOLVED = [100, 100, 256, 256, np.pi / 4]  # agent away, the T exactly on its goal (gym-pusht's goal pose)
+# the agent away and the T on its goal (256, 256, pi/4): gym-pusht sets the angle after the position,
+# turning the T about its centre of mass, so the position given is offset by what that turn moves it
+SOLVED = [100, 100, 256 - 31.81980515, 256 - 13.18019485, np.pi / 4]
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -137,11 +139,12 @@ def test_the_model_reaches_the_environment_through_the_maps(trained, env):
     pass into PushT's Box; a wrong map or dimension is refused before any episode."""
     from eval.gym_eval import ActionMap, GymEvalSettings, build_policy, observation_map
 
-    _, model = build_policy(
+    policy, model = build_policy(
         GymEvalSettings(env=ENV, policy=str(trained / "runs/pusht_policy/model"), out=trained), env.action_space
     )
     assert model.inputs == {"image": "observation.image", "state": "observation.state"}
     assert model.action_dim == 2
+    assert policy.vla.action_tokenizer.gripper_dims() == ()  # PushT's 2-d target: nothing binarised
     obs, _ = env.reset(seed=0)
     assert observation_map(obs, model) == {"image": "pixels", "state": "agent_pos"}
     assert observation_map(obs, model, {"pixels": "image"}) == {"image": "pixels", "state": "agent_pos"}

@@ -102,19 +102,16 @@ def served(trained):
     workdir, _ = trained
     (serve,) = [c for c in readme_commands() if c[1] == "serve"]
     port = free_port()
-    proc = subprocess.Popen(
-        [*cli(), *serve[1:], "--port", str(port)],
-        cwd=workdir,
-        env=child_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    log = workdir / "serve.log"
+    with log.open("w") as sink:  # a file, not a pipe: a full pipe would block the server
+        proc = subprocess.Popen(
+            [*cli(), *serve[1:], "--port", str(port)], cwd=workdir, env=child_env(), stdout=sink, stderr=sink
+        )
     try:
         deadline = time.monotonic() + 180
         while True:
             if proc.poll() is not None:
-                raise AssertionError(f"emu3-vla serve exited with {proc.returncode}:\n{proc.stdout.read()}")
+                raise AssertionError(f"emu3-vla serve exited with {proc.returncode}:\n{log.read_text()}")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as reply:
                     if reply.status == 200:

@@ -27,6 +27,7 @@ _EXPORTS = {
     "VisualGeneration": "tasks",
     "extend_video": "tasks",
     "generate_frames": "tasks",
+    "predict_next_frames": "tasks",
     "image_to_text": "tasks",
     "text_to_image": "tasks",
     "text_to_video": "tasks",

@@ -10,8 +10,8 @@ in codes: an image of ``H x W`` pixels is a grid of ``H/8 x W/8`` codes with Emu
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -197,3 +197,42 @@ def image_to_text(
     )
     texts = [tok.decode(out.row(i)).strip() for i in range(len(grids))]
     return TextGeneration(texts, out)
+
+
+def predict_next_frames(
+    vla: Any,
+    instruction: str,
+    frames: Sequence[Mapping[str, np.ndarray]],
+    actions: Sequence[np.ndarray],
+    *,
+    view: str | None = None,
+    sampler: Sampler = GREEDY,
+    seed: int = 0,
+) -> np.ndarray:
+    """A VLA trained with a loss on vision tokens as a world model: for each frame ``k`` (codes per
+    view, and the state) and the FAST ids ``actions[k]`` of the chunk executed from it, the model's
+    prediction of the first view's codes one chunk later, ``(K, h, w)``.
+
+    The prompt is the training window itself, ``[BOS] instruction``, frame ``k`` and ``[BOA] actions
+    [EOA]``, followed by the next frame's block header (``[SOV] "h*w" [SOT]``); the model writes the
+    grid under :class:`~emu3_vla.decoding.GridConstraint`. Frames are predicted one step ahead from
+    real frames (teacher-forced), so the error does not compound: the result shows what the model
+    learned about how the scene moves under the actions.
+    """
+    from emu3_vla.vision_block import meta_ids
+
+    if len(frames) != len(actions):
+        raise ValueError(f"{len(frames)} frames but {len(actions)} action chunks")
+    builder = vla.builder()
+    layout, tok = vla.layout, vla.bundle.text_tokenizer
+    view = view or vla.spec.views[0]
+    h, w = np.asarray(frames[0][view]).shape
+    head = [layout.sov_id, *meta_ids(tok, h, w), layout.sot_id]
+    prompts = [
+        [*builder.instruction_ids(instruction), *builder.observation_ids(f), *builder.action_ids(a), *head]
+        for f, a in zip(frames, actions, strict=True)
+    ]
+    constraint = GridConstraint(layout, h, w, frames=1, with_eol=vla.spec.with_eol, closing=(layout.eov_id,))
+    out = decode(vla.bundle.decoder, prompts, constraint, pad_id=layout.pad_id, sampler=sampler, seeds=seed)
+    body = out.tokens[:, : constraint.frame_length].numpy()
+    return np.stack([parse_frames(row, layout, h, w, with_eol=vla.spec.with_eol)[0] for row in body])

@@ -85,10 +85,10 @@ def gripper_dims(cfg: DictConfig, chunks: np.ndarray) -> tuple[int, ...] | None:
         return dims
     if isinstance(value, str):
         raise ConfigError(f"data.gripper_dims must be null, 'auto' or a list of dims, got {value!r}")
-    dims = tuple(int(d) % flat.shape[-1] for d in value)
-    if any(not -flat.shape[-1] <= int(d) < flat.shape[-1] for d in value):
-        raise ConfigError(f"data.gripper_dims {list(value)} is out of range for {flat.shape[-1]}-d actions")
-    return dims
+    dim = flat.shape[-1]
+    if any(not -dim <= int(d) < dim for d in value):
+        raise ConfigError(f"data.gripper_dims {list(value)} is out of range for {dim}-d actions")
+    return tuple(sorted({int(d) % dim for d in value}))
 
 
 def sequence_spec(cfg: DictConfig, mapping: DataMapping, chunk: int, max_length: int | None) -> SequenceSpec:

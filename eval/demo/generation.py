@@ -54,6 +54,17 @@ def run_generation(run: Any, train_cfg: DictConfig, checkpoint: Path, out: Path)
     vision = vla.vision()
     report: dict[str, Any] = {"notes": []}
     trained_on_vision = float(train_cfg.loss.vision_weight) > 0
+    cache = TokenCache.build(
+        data_prep.open_source(train_cfg),
+        vision,
+        vla.action_tokenizer,
+        Path(train_cfg.data.cache_dir),
+        settings=CacheSettings(chunk=vla.spec.chunk, frame_stride=int(train_cfg.data.frame_stride)),
+        views=vla.spec.views,
+        progress=False,
+    )
+    if trained_on_vision and int(g.get("video_frames", 0)) > 0:
+        report["video_extension"] = extend_rollout(vla, cache, int(g.video_frames), out / "video_extension.mp4")
     if trained_on_vision:
         view = vla.views["static"]
         prompt = instructions_for_eval()[str(g.t2i_task)]
@@ -67,15 +78,6 @@ def run_generation(run: Any, train_cfg: DictConfig, checkpoint: Path, out: Path)
             "never learned to write images"
         )
     if int(g.caption_steps) > 0:
-        cache = TokenCache.build(
-            data_prep.open_source(train_cfg),
-            vision,
-            vla.action_tokenizer,
-            Path(train_cfg.data.cache_dir),
-            settings=CacheSettings(chunk=vla.spec.chunk, frame_stride=int(train_cfg.data.frame_stride)),
-            views=vla.spec.views,
-            progress=False,
-        )
         tasks = sorted(set(run.tasks))
         training, validation = task_instructions("training"), task_instructions("validation")
         task_of = {text: task for table in (training, validation) for task, texts in table.items() for text in texts}
@@ -98,3 +100,49 @@ def run_generation(run: Any, train_cfg: DictConfig, checkpoint: Path, out: Path)
         report["i2t"] = caption_report(before, after, losses)
     (out / "generation.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def extend_rollout(vla: Any, cache: Any, frames: int, path: Path) -> dict[str, Any]:
+    """The model as a world model on the last demonstration of the cache: from each real frame and the
+    chunk executed from it, its prediction of the static view one chunk later (``frames`` steps),
+    written beside the real frames (``real | predicted``) as an mp4, with the PSNR of the predictions
+    against the real next frames and, as the floor to beat, of simply repeating the current frame."""
+    import numpy as np
+
+    from emu3_vla.data.sequence import STATE
+    from emu3_vla.generation import predict_next_frames
+    from emu3_vla.generation.media import write_mp4
+
+    episode = cache.episode(len(cache) - 1)
+    gap = vla.spec.chunk // cache.settings.frame_stride
+    usable = [f for f in range(0, len(episode.frame_steps) - gap, gap) if episode.chunk_tokens(f).size][:frames]
+    if not usable:
+        return {"note": "the last demonstration is shorter than two chunks"}
+    view = vla.spec.views[0]
+
+    def frame(f: int) -> dict[str, np.ndarray]:
+        codes = {v: episode.codes[v][f].astype(np.int64) for v in vla.spec.views}
+        if vla.spec.uses_state:
+            codes[STATE] = episode.state[f]
+        return codes
+
+    predicted = predict_next_frames(
+        vla, episode.instruction, [frame(f) for f in usable], [episode.chunk_tokens(f) for f in usable], view=view
+    )
+    vision = vla.vision()
+    real_next = vision.decode_images(np.stack([episode.codes[view][f + gap] for f in usable])).numpy()
+    current = vision.decode_images(np.stack([episode.codes[view][f] for f in usable])).numpy()
+    guess = vision.decode_images(predicted).numpy()
+
+    def psnr(a: np.ndarray, b: np.ndarray) -> float:
+        mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+        return round(10 * np.log10(255.0**2 / max(mse, 1e-10)), 2)
+
+    write_mp4(np.concatenate([real_next, guess], axis=2), path, fps=2.0)
+    return {
+        "instruction": episode.instruction,
+        "frames": len(usable),
+        "psnr_predicted": psnr(guess, real_next),
+        "psnr_repeat_current": psnr(current, real_next),
+        "mp4": str(path),
+    }
