@@ -147,9 +147,16 @@ def run(settings: EvalSettings, jobs: list[ChainJob], shard: tuple[int, int]) ->
     args = [(settings, part, str(settings.out / f"{stem}-w{w}.jsonl"), video_chains) for w, part in enumerate(parts)]
     ctx = mp.get_context("spawn")
     t0 = time.perf_counter()
-    with ctx.Pool(workers) as pool:
+    pool = ctx.Pool(workers)
+    try:
         for _ in pool.imap_unordered(_worker, args):
             pass
+        # close + join, not the context manager's terminate(): workers that exit on their own run their
+        # finalizers, so the semaphores they created (tqdm's lock) do not outlive them as leaks
+        pool.close()
+        pool.join()
+    finally:
+        pool.terminate()
     log.info("%d workers finished %d chains in %.0f s", workers, len(pending), time.perf_counter() - t0)
 
 
