@@ -277,13 +277,21 @@ def collect(config: CollectConfig | str | Path, **settings: Any) -> CollectRepor
     skipped = 0
 
     def still_wanted(jobs: Iterator[Job]) -> Iterator[Job]:
-        """Leave out jobs whose recorded tasks are all full (decided when a worker is free for it)."""
+        """Leave out what only full tasks would record (decided when a worker is free for the job): a job
+        whose recorded tasks are all full is skipped, a full task's subtask is run unrecorded (nothing
+        rendered), and a chain stops after its last subtask that is still wanted. Kept counts only grow,
+        so everything left out would have been dropped anyway: the dataset does not change."""
         nonlocal skipped
         for job in jobs:
-            if quota is None or any(kept[t] < quota for t, rec in zip(job.tasks, job.record, strict=True) if rec):
-                yield job
-            else:
-                skipped += 1
+            if quota is not None:
+                wanted = tuple(rec and kept[t] < quota for t, rec in zip(job.tasks, job.record, strict=True))
+                if not any(wanted):
+                    skipped += 1
+                    continue
+                end = len(wanted) - wanted[::-1].index(True) if job.kind == "chain" else len(wanted)
+                meta = {**job.meta, "chain_tasks": list(job.tasks)}
+                job = dataclasses.replace(job, tasks=job.tasks[:end], record=wanted[:end], meta=meta)
+            yield job
 
     results = run_jobs(still_wanted(demonstration_jobs(config)), run_settings(config), config.workers)
     try:
@@ -362,7 +370,7 @@ def _episode_entry(index: int, episode: Episode, instruction: str, job: Job, pos
         "scene_seed": job.scene_seed,
         "expert_seed": job.expert_seed,
         "start_state": job.state,
-        "job_tasks": list(job.tasks),
+        "job_tasks": list(job.meta.get("chain_tasks", job.tasks)),
         # Digests of what was recorded: equal digests, equal episodes (reproducibility checks).
         "actions_sha": _digest(episode.actions),
         "frames_sha": _digest(episode.static, episode.gripper),
