@@ -53,9 +53,8 @@ def workdir(tmp_path_factory) -> Path:
 
 def test_opening_block_is_the_setup_the_main_job_and_the_tests():
     first = code_blocks(README.read_text().split("\n## ")[0], "bash")[0]
-    assert [c[:2] for c in shell_commands(first)] == [["./setup.sh"], [".venv/bin/emu3-vla", "demo"]] + [
-        [".venv/bin/python", "-m"]
-    ]
+    commands = [c[:2] for c in shell_commands(first)]
+    assert commands == [["./setup.sh"], [".venv/bin/emu3-vla", "demo"], [".venv/bin/python", "-m"]]
     ci = (ROOT / ".ci" / "run").read_text()
     assert "./setup.sh" in ci and ".venv/bin/python -m pytest" in ci
 
@@ -108,4 +107,6 @@ def test_videos_section(workdir):
 def test_every_section_with_commands_is_run_by_a_test():
     sections = re.findall(r"^## (.+)$", README.read_text(), flags=re.M)
     with_code = {s for s in sections if re.search(r"^```(bash|python)$", readme_section(README, s), flags=re.M)}
-    assert with_code == RUN_HERE | TESTED_ELSEWHERE, f"untested README sections: {with_code - RUN_HERE - TESTED_ELSEWHERE}"
+    assert with_code == RUN_HERE | TESTED_ELSEWHERE, (
+        f"untested README sections: {with_code - RUN_HERE - TESTED_ELSEWHERE}"
+    )
