@@ -10,6 +10,7 @@ names agree with :data:`emu3_vla.presets.PRESETS`.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 #: Model presets (``emu3_vla.presets.PRESETS``).
 PRESET_NAMES = ("tiny", "small", "emu3-1b", "emu3-8b")
@@ -34,7 +35,7 @@ def add_decoder_argument(p: argparse.ArgumentParser, default: str | None = "plai
         choices=DECODER_NAMES,
         default=default,
         help="action decoding: plain (KV-cached loop) or the fast decoder's static / parallel modes, which give "
-        "the same actions faster (default: %(default)s)",
+        f"the same actions faster (default: {default or 'plain'})",
     )
 
 
@@ -51,3 +52,19 @@ def resolve_device(name: str) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def add_command(
+    sub: argparse._SubParsersAction,
+    name: str,
+    run: Callable[[argparse.Namespace], int],
+    *,
+    help: str,
+    description: str = "",
+) -> argparse.ArgumentParser:
+    """One sub-command: its parser (``--help`` shows ``description``, else ``help``) and the function it runs."""
+    parser = sub.add_parser(
+        name, help=help, description=description or help, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.set_defaults(func=run)
+    return parser

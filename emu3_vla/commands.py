@@ -7,18 +7,19 @@ import json
 import time
 from pathlib import Path
 
-from emu3_vla.cli_args import PRESET_NAMES
+from emu3_vla.cli_args import PRESET_NAMES, add_command
 
 
 def register_info(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "info",
+        run_info,
         help="list model presets and the token layout, or describe a checkpoint",
         description="Print the model presets (sizes counted on the meta device, nothing allocated) "
         "and their token layouts, or the layout and size of a checkpoint folder.",
     )
     p.add_argument("--checkpoint", type=Path, help="an emu3-vla or transformers Emu3 checkpoint folder")
-    p.set_defaults(func=run_info)
 
 
 def run_info(args: argparse.Namespace) -> int:
@@ -48,8 +49,10 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def register_smoke(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "smoke",
+        run_smoke,
         help="tiny end-to-end check: tokenize a synthetic image and generate a few tokens",
         description="Build a randomly initialised model of a preset, tokenize a synthetic 200x200 "
         "image into VQ codes, decode them back to a PNG, and greedily generate tokens after an "
@@ -59,7 +62,6 @@ def register_smoke(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tokens", type=int, default=20, help="tokens to generate (default: 20)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("runs/smoke"), help="output folder (default: runs/smoke)")
-    p.set_defaults(func=run_smoke)
 
 
 def synthetic_image(size: int = 200, seed: int = 0):

@@ -6,15 +6,29 @@ import argparse
 import json
 from pathlib import Path
 
+from emu3_vla.cli_args import add_command, add_decoder_argument, add_device_argument
+
 POLICY_HELP = (
     "a VLA checkpoint folder, 'expert', 'random' or remote://host:port (default: 'expert' on --backend playtable, "
     "'random' on --backend calvin: the scripted experts need PlayTable and are refused on calvin)"
 )
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--policy", "--checkpoint", dest="policy", default=None, help=POLICY_HELP)
+def _policy_run(p: argparse.ArgumentParser, *, policy_help: str, policy_required: bool, videos: int) -> None:
+    """What every evaluation asks: the policy, where results go, how many environments, how to decode."""
+    p.add_argument("--policy", "--checkpoint", dest="policy", required=policy_required, help=policy_help)
     p.add_argument("--out", type=Path, required=True, help="output folder (rerun with it to resume)")
+    p.add_argument("--envs", type=int, default=1, help="environments stepped together (one batched model query)")
+    p.add_argument("--seed", type=int, default=0, help="offsets every episode's (chain's) seed")
+    p.add_argument("--videos", type=int, default=videos, help="record mp4s of the first N episodes (chains)")
+    add_device_argument(p)
+    p.add_argument("--execute-steps", type=int, default=None, help="actions executed per model query (<= chunk)")
+    add_decoder_argument(p, default=None)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    _policy_run(p, policy_help=POLICY_HELP, policy_required=False, videos=0)
     p.add_argument(
         "--backend",
         default="playtable",
@@ -30,15 +44,9 @@ def _common(p: argparse.ArgumentParser) -> None:
         "(e.g. task_D_D); calvin_env is built from its .hydra/merged_config.yaml",
     )
     p.add_argument("--variant", default="D", choices=list("ABCD"), help="playtable scene variant (default D)")
-    p.add_argument("--envs", type=int, default=1, help="environments stepped together per process (batched policy)")
     p.add_argument("--workers", type=int, default=1, help="processes, each with its own environments and policy")
     p.add_argument("--shard", default=None, help="evaluate part i of n of the chains: i/n (merge afterwards)")
-    p.add_argument("--seed", type=int, default=0, help="offsets every chain's scene seed (0 = CALVIN's seeds)")
-    p.add_argument("--videos", type=int, default=0, help="record mp4s of the first N chains")
-    p.add_argument("--ep-len", type=int, default=360, help="steps per subtask (CALVIN: 360)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--execute-steps", type=int, default=None, help="actions executed per model query (<= chunk)")
-    p.add_argument("--decoder", default=None, help="VLA decoding backend (see emu3_vla.decoding)")
+    p.add_argument("--ep-len", type=int, default=None, help="steps per subtask (default: CALVIN's 360)")
     p.add_argument("--wandb", default="disabled", choices=["disabled", "offline", "online"])
     p.add_argument(
         "--instructions",
@@ -46,7 +54,6 @@ def _common(p: argparse.ArgumentParser) -> None:
         choices=["validation", "training"],
         help="validation: CALVIN's unseen paraphrases (the protocol); training: seen annotations (a diagnostic)",
     )
-    p.add_argument("--no-progress", action="store_true")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -58,17 +65,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "PNG plot, chains*.jsonl (resume log), optional mp4s and report.html in --out.",
     )
     modes = p.add_subparsers(dest="mode", metavar="MODE", required=True)
-    chains = modes.add_parser("calvin", help="long-horizon chains: SR@1..5 and average length")
+    chains = add_command(modes, "calvin", run_chains, help="long-horizon chains: SR@1..5 and average length")
     _common(chains)
     chains.add_argument("--chains", type=int, default=1000, help="first N of CALVIN's 1,000 standard chains")
-    chains.set_defaults(func=run_chains)
-    tasks = modes.add_parser("tasks", help="single-task suite: each task from N start states")
+    tasks = add_command(modes, "tasks", run_tasks, help="single-task suite: each task from N start states")
     _common(tasks)
     tasks.add_argument("--per-task", type=int, default=10, help="start states per task")
     tasks.add_argument("--tasks", nargs="*", default=None, help="restrict to these tasks")
-    tasks.set_defaults(func=run_tasks)
-    gym = modes.add_parser(
+    gym = add_command(
+        modes,
         "gym",
+        run_gym,
         help="any gymnasium environment (gym-pusht, gym-aloha, ...): success rate, videos, report",
         description="Evaluate a checkpoint, remote://host:port or random in a gymnasium environment. Observations "
         "reach the model through an observation map (default: the dataset keys the checkpoint recorded, matched "
@@ -79,13 +86,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--instruction 'Push the T-shaped block onto the T-shaped target.' --out runs/eval_pusht",
     )
     add_gym_arguments(gym)
-    gym.set_defaults(func=run_gym)
-    merge = modes.add_parser("merge", help="merge the shards in a folder into results.json")
+    merge = add_command(modes, "merge", run_merge, help="merge the shards in a folder into results.json")
     merge.add_argument("folder", type=Path)
     merge.add_argument("--chains", type=int, default=1000)
-    merge.set_defaults(func=run_merge)
-    config = modes.add_parser(
+    config = add_command(
+        modes,
         "calvin-config",
+        run_calvin_config,
         help="write a merged_config.yaml for --backend calvin from an installed calvin_env (no dataset needed)",
         description="Compose calvin_env's own data-collection config (static and gripper cameras, no VR input, no "
         "recorder, data_path at the calvin_env clone's data/ folder) into FOLDER/.hydra/merged_config.yaml, the "
@@ -102,7 +109,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="static_and_gripper",
         help="camera group of calvin_env's conf/cameras (default static_and_gripper; a tactile one needs tacto)",
     )
-    config.set_defaults(func=run_calvin_config)
 
 
 def add_gym_arguments(p: argparse.ArgumentParser) -> None:
@@ -121,18 +127,14 @@ def add_gym_arguments(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="entry of env.reset(options=...) for every episode (YAML value), repeatable",
     )
-    p.add_argument(
-        "--policy",
-        "--checkpoint",
-        dest="policy",
-        required=True,
-        help="checkpoint folder, remote://host:port or random (uniform samples of the action space)",
+    _policy_run(
+        p,
+        policy_help="checkpoint folder, remote://host:port or random (uniform samples of the action space)",
+        policy_required=True,
+        videos=1,
     )
-    p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--max-steps", type=int, default=None, help="steps per episode (default: the env's limit)")
-    p.add_argument("--envs", type=int, default=1, help="environments stepped together (one batched model query)")
-    p.add_argument("--seed", type=int, default=0, help="episode k resets with seed + k")
     p.add_argument(
         "--obs",
         action="append",
@@ -155,11 +157,6 @@ def add_gym_arguments(p: argparse.ArgumentParser) -> None:
         help="read it at reset from info[NAME], obs[NAME] or env.unwrapped.NAME (default: task_description / task)",
     )
     p.add_argument("--success-reward", type=float, default=None, help="also success when a step's reward >= this")
-    p.add_argument("--videos", type=int, default=1, help="record mp4s of the first N episodes")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--execute-steps", type=int, default=None, help="actions executed per model query (<= chunk)")
-    p.add_argument("--decoder", default=None, help="VLA decoding backend: plain | static | parallel")
-    p.add_argument("--no-progress", action="store_true")
 
 
 def _pairs(items: list[str], what: str) -> dict[str, str]:
@@ -231,7 +228,7 @@ def _settings(args: argparse.Namespace):
         workers=args.workers,
         seed=args.seed,
         videos=args.videos,
-        ep_len=args.ep_len,
+        **({"ep_len": args.ep_len} if args.ep_len else {}),
         device=args.device,
         execute_steps=args.execute_steps,
         instructions=args.instructions,

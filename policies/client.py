@@ -41,6 +41,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.frames import CloseCode
 from websockets.sync.client import ClientConnection, connect
 
+from emu3_vla.cli_args import add_command
 from policies.base import STATE_INPUT, Observation, get_path, observation_keys
 from policies.chunk_broker import ChunkBroker
 from policies.wire import WireError, packb, unpackb
@@ -416,8 +417,10 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
 
 def register_tokenize_client(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "tokenize-client",
+        run_tokenize_client,
         help="VQ-encode images on this machine (token mode for emu3-vla serve)",
         description="Tokenise camera images with a checkpoint's VQ tokenizer only (no decoder is loaded), "
         "as a robot or simulator does in token mode: the codes, not pixels, are sent to the server "
@@ -430,7 +433,6 @@ def register_tokenize_client(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--view", default="static", help="camera view whose size the images are resized to")
     p.add_argument("--out", type=Path, default=None, help="write the codes here (.npz, one array per input)")
     p.add_argument("--device", default="cpu")
-    p.set_defaults(func=run_tokenize_client)
 
 
 def read_images(path: Path) -> dict[str, np.ndarray]:

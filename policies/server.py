@@ -44,7 +44,7 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from emu3_vla import __version__
-from emu3_vla.cli_args import add_decoder_argument, add_device_argument, add_dtype_argument
+from emu3_vla.cli_args import add_command, add_decoder_argument, add_device_argument, add_dtype_argument
 from policies.serving.protocol import Limits, RequestError, RequestFormat
 from policies.wire import WireError, packb, unpackb
 
@@ -363,8 +363,10 @@ class ServerThread:
 
 # ---------------------------------------------------------------------------- CLI
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "serve",
+        run_serve,
         help="serve a trained VLA over websockets (openpi protocol) to simulators and robots",
         description="Serve a VLA checkpoint as a websocket policy server speaking openpi's protocol "
         "(msgpack + numpy). Each request is one observation and is answered with the whole action "
@@ -373,7 +375,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "openpi-client's WebsocketClientPolicy.",
     )
     add_server_arguments(p)
-    p.set_defaults(func=run_serve)
 
 
 def add_server_arguments(p: argparse.ArgumentParser) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from emu3_vla.cli_args import (
     DEFAULT_GUIDANCE_SCALE,
     PRESET_NAMES,
+    add_command,
     add_device_argument,
     add_dtype_argument,
     resolve_device,
@@ -36,25 +37,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "generate",
         help="text-to-image, text-to-video, video extension and image-to-text with an Emu3 model",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     tasks = parser.add_subparsers(dest="task", metavar="TASK", required=True)
 
-    t2i = tasks.add_parser("t2i", help="text -> PNG image", description="Generate one PNG per prompt.")
+    t2i = add_command(tasks, "t2i", run_t2i, help="text -> PNG image", description="Generate one PNG per prompt.")
     _model_args(t2i)
     _prompt_args(t2i, required=True)
     _visual_args(t2i, default_out="runs/generate/t2i.png")
-    t2i.set_defaults(func=run_t2i)
 
-    t2v = tasks.add_parser("t2v", help="text -> mp4 video", description="Generate one mp4 per prompt.")
+    t2v = add_command(tasks, "t2v", run_t2v, help="text -> mp4 video", description="Generate one mp4 per prompt.")
     _model_args(t2v)
     _prompt_args(t2v, required=True)
     _visual_args(t2v, default_out="runs/generate/t2v.mp4")
     _video_args(t2v)
-    t2v.set_defaults(func=run_t2v)
 
-    ext = tasks.add_parser(
+    ext = add_command(
+        tasks,
         "extend",
+        run_extend,
         help="video -> longer video",
         description="Encode a video's frames to codes and continue it by --frames code frames.",
     )
@@ -68,9 +68,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         help="code frames of context taken from the start of the clip (4 video frames each; default: all whole ones)",
     )
-    ext.set_defaults(func=run_extend)
 
-    i2t = tasks.add_parser("i2t", help="image -> text", description="Caption an image or answer a question about it.")
+    i2t = add_command(
+        tasks, "i2t", run_i2t, help="image -> text", description="Caption an image or answer a question about it."
+    )
     _model_args(i2t)
     i2t.add_argument("--image", type=Path, required=True, help="input image (PNG, JPEG, ...)")
     i2t.add_argument("--question", default="", help="text after the image, e.g. 'what task is the robot doing?'")
@@ -78,7 +79,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     i2t.add_argument("--max-new-tokens", type=int, default=64, help="stop after this many tokens (default: 64)")
     _sampling_args(i2t, default_decoding="greedy", default_top_k=None)
     i2t.add_argument("--out", type=Path, help="also write the text to this file")
-    i2t.set_defaults(func=run_i2t)
 
 
 # ------------------------------------------------------------------ arguments

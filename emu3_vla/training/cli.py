@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from emu3_vla.cli_args import add_command
+
 log = logging.getLogger(__name__)
 
 TRAIN_HELP = """\
@@ -25,16 +27,16 @@ newest checkpoint's model, metrics.jsonl, loss.png, config.yaml.
 
 
 def register_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "train",
+        run_train,
         help="train the VLA (hydra overrides)",
         description=TRAIN_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", default="train", help="config name in emu3_vla/configs (train, calvin_paper)")
     p.add_argument("--print-config", action="store_true", help="print the composed config and exit")
     p.add_argument("overrides", nargs="*", help="hydra overrides key=value")
-    p.set_defaults(func=run_train)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -57,15 +59,16 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def register_train_vq(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "train-vq",
+        run_train_vq,
         help="train the VQ image tokenizer on a dataset's frames",
         description="Train or fine-tune the Emu3 VQ tokenizer (L2 + codebook/commitment, optional GAN) on the "
         "camera frames of a dataset; reports reconstruction PSNR on held-out frames. Hydra overrides of "
         "emu3_vla/configs/train_vq.yaml, e.g. `emu3-vla train-vq data.root=runs/demo/data out=runs/vq steps=3000`.",
     )
     p.add_argument("overrides", nargs="*", help="hydra overrides key=value")
-    p.set_defaults(func=run_train_vq)
 
 
 def collect_frames(source, views, frame_stride: int, max_frames: int) -> dict[str, np.ndarray]:

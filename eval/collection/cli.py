@@ -8,6 +8,8 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from emu3_vla.cli_args import add_command
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder (lerobot/, calvin/, report)")
@@ -96,15 +98,16 @@ def run(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Entry point of ``emu3-vla collect`` (group ``emu3_vla.commands``)."""
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "collect",
+        run,
         help="scripted-expert demonstrations (LeRobot dataset, optionally CALVIN format)",
         description="Scripted experts solve CALVIN tasks and five-task chains in the PlayTable simulator; every "
         "successful subtask becomes one LeRobot v3.0 episode with its own instruction (optionally also CALVIN's "
         "on-disk format). Chains are drawn like CALVIN's but never are one of its 1,000 evaluation chains.",
     )
     add_arguments(parser)
-    parser.set_defaults(func=run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from emu3_vla.cli_args import add_command
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "demo",
+        run,
         help="the whole pipeline on CPU defaults: collect, tokenise, train, evaluate, report",
         description="Collect scripted-expert demonstrations in the PlayTable simulator, fit FAST, train the tiny "
         "VQ tokenizer and the tiny VLA, evaluate the policy in closed loop next to a random policy, and write "
@@ -18,7 +22,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="a < 10 minute run of every stage (demo_quick.yaml)")
     p.add_argument("--print-config", action="store_true", help="print the composed config and exit")
     p.add_argument("overrides", nargs="*", help="hydra overrides key=value")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
