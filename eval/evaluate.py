@@ -126,7 +126,7 @@ def _worker(args: tuple[EvalSettings, list[ChainJob], str, set[int]]) -> None:
     _run_jobs(settings, jobs, Path(path), videos, progress=False)
 
 
-def run(settings: EvalSettings, jobs: list[ChainJob], shard: tuple[int, int]) -> None:
+def run(settings: EvalSettings, jobs: list[ChainJob], shard: tuple[int, int], video_order=None) -> None:
     """Run the pending jobs (in ``workers`` processes when asked), logging to the output folder."""
     check_policy_for_backend(settings.policy, settings.backend)  # before any environment is built
     settings.out.mkdir(parents=True, exist_ok=True)
@@ -136,7 +136,8 @@ def run(settings: EvalSettings, jobs: list[ChainJob], shard: tuple[int, int]) ->
         log.info("%d chains already in %s; %d to go", len(jobs) - len(pending), settings.out, len(pending))
     if not pending:
         return
-    video_chains = {j.chain_index for j in sorted(jobs, key=lambda j: j.chain_index)[: settings.videos]}
+    order = video_order or (lambda j: j.chain_index)
+    video_chains = {j.chain_index for j in sorted(jobs, key=order)[: settings.videos]}
     base = shard_file(*shard)
     workers = max(1, min(settings.workers, len(pending)))
     if workers == 1:
@@ -301,7 +302,8 @@ def evaluate_tasks(
 ) -> dict[str, Any]:
     jobs = task_suite_jobs(tasks, per_task, settings.seed)
     jobs = [j for k, j in enumerate(jobs) if k % shard[1] == shard[0]]
-    run(settings, jobs, shard)
+    # videos go round the tasks: the first start state of every task, then the second, ...
+    run(settings, jobs, shard, video_order=lambda j: (j.chain_index % 10_000, j.chain_index))
     wanted = {j.chain_index for j in jobs}
     results = [r for r in read_folder(settings.out) if r.chain_index in wanted]
     per = task_suite_metrics(results, jobs)

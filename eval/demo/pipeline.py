@@ -291,7 +291,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         "tasks",
         run.tasks,
         int(e.per_task),
-        int(e.videos),
+        int(e.get("task_videos") or e.videos),
     )
     chains: dict[str, Any] = {}
     if int(e.chains) > 0:
