@@ -145,3 +145,24 @@ def test_bad_config_is_reported():
         train(load_config("train", ["wandb.mode=disabled"]))
     with pytest.raises(ConfigError, match="bad config"):
         load_config("train", ["model=huge"])
+
+
+def test_a_vision_loss_schedule_trains_actions_first_then_vision_too(
+    reference_run, tiny_dataset, tiny_vq_dir, tmp_path
+):
+    """``loss.vision_from_step``: before it the batches weigh only action tokens (and, with the
+    loss computed only where a weighted token follows, cost what action-only training costs)."""
+    from emu3_vla.loss import action_token_mask
+    from emu3_vla.training.trainer import Trainer
+
+    cache = reference_run.run_dir.parent / "cache"
+    overrides = tiny_train_overrides(tiny_dataset, tiny_vq_dir, tmp_path / "run", cache, **{"loss.vision_from_step": 3})
+    trainer = Trainer(load_config("train", overrides))
+    trainer.setup()
+    for step, vision in ((0, False), (2, False), (3, True), (5, True)):
+        for batch in trainer._micro_batches(step):
+            actions = action_token_mask(batch["input_ids"], trainer.layout)
+            weighted = batch["loss_weights"] > 0
+            assert (weighted & actions).any()
+            assert bool((weighted & ~actions).any()) == vision, f"step {step}"
+            assert bool(((batch["labels"] != -100) & ~actions).any()) == vision

@@ -33,8 +33,8 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from tqdm.auto import tqdm
 
-from emu3_vla.data.sequence import collate
-from emu3_vla.loss import model_weighted_loss
+from emu3_vla.data.sequence import IGNORE_INDEX, collate
+from emu3_vla.loss import action_token_mask, model_weighted_loss
 from emu3_vla.modeling import count_parameters
 from emu3_vla.training import data_prep, distributed, lora
 from emu3_vla.training.checkpoints import CheckpointManager
@@ -264,10 +264,16 @@ class Trainer:
     def _micro_batches(self, step: int) -> list[dict[str, torch.Tensor]]:
         idx = self.sampler.rank_slice(step, self.env.rank, self.env.world_size)
         pad = self.layout.pad_id
-        return [
+        batches = [
             collate([self.windows[int(i)] for i in idx[j : j + self.micro]], pad)
             for j in range(0, len(idx), self.micro)
         ]
+        if step < int(self.cfg.loss.get("vision_from_step") or 0):  # the action-only phase of a schedule
+            for batch in batches:
+                actions = action_token_mask(batch["input_ids"], self.layout)
+                batch["loss_weights"] = torch.where(actions, batch["loss_weights"], 0.0)
+                batch["labels"] = torch.where(actions, batch["labels"], IGNORE_INDEX)
+        return batches
 
     def train_step(self, step: int) -> dict[str, float]:
         cfg, env = self.cfg, self.env
