@@ -231,6 +231,8 @@ def learning_curve(run: Run, trained: Stage, train_dir: Path, final: dict[str, A
     points = []
     steps = sorted(int(p.name.split("_")[1]) for p in (train_dir / "checkpoints").glob("step_*") if p.is_dir())
     for step in steps:
+        if final and step == final["step"]:  # the final model's first chains were evaluated already
+            continue
         folder = run.folder / f"eval_{run.tag}" / "curve" / f"step_{step:07d}"
         m = evaluate_standard_chains(
             run, trained, train_dir / "checkpoints" / f"step_{step:07d}" / "model", folder, n, 0, f"curve: step {step}"
