@@ -17,10 +17,20 @@
 # the others still report. Overridable: GPU_ALL_RECIPE_S, GPU_ALL_POLICY_S, GPU_ALL_TRAIN_S.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
-OUT=${OUT:-runs/gpu_all}
-mkdir -p "$OUT"
+if [[ -z "${PY:-}" ]]; then
+  if [[ -x .venv/bin/python ]]; then PY=.venv/bin/python; else PY=python3; fi
+fi
+# A bare GPU machine (torch, no package index): unpack what bench/gpu_bundle.sh packed and use it.
+if ! "$PY" -c 'import lerobot, pybullet, hydra' 2>/dev/null && [[ -f .gpu/site.tar.gz ]]; then
+  mkdir -p /tmp/emu3_vla_site && tar xzf .gpu/site.tar.gz -C /tmp/emu3_vla_site
+  export PYTHONPATH="/tmp/emu3_vla_site/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-runs/gpu_all}          # small result files (JSON, PNG, logs)
+WORK=${WORK:-runs/gpu_all_work}   # the recipe's run folder (data, caches, checkpoints): large, left here
+mkdir -p "$OUT" "$WORK"
 OUT=$(cd "$OUT" && pwd)
+WORK=$(cd "$WORK" && pwd)
 WORKERS=${WORKERS:-$(nproc)}
 SMOKE=0
 [[ "${1:-}" == "--smoke" ]] && SMOKE=1 && shift
@@ -28,7 +38,7 @@ start=$(date +%s)
 
 if [[ $SMOKE == 1 ]]; then
   RECIPE_S=${GPU_ALL_RECIPE_S:-900}; POLICY_S=${GPU_ALL_POLICY_S:-120}; TRAIN_S=${GPU_ALL_TRAIN_S:-120}
-  RECIPE=(recipe=calvin34 "run_dir=$OUT/recipe" device=cpu workers=2
+  RECIPE=(recipe=calvin34 "run_dir=$WORK/recipe" device=cpu workers=2
           "tasks=[open_drawer,lift_red_block_table]" collect.episodes_per_task=2
           vq.steps=5 vq.max_frames=100 train.steps=6 train.batch_size=2 train.checkpoint.every=3
           train.data.cameras.static.size=32 train.data.cameras.gripper.size=16
@@ -38,12 +48,12 @@ if [[ $SMOKE == 1 ]]; then
   TRAIN=(--preset tiny --device cpu --batch 1 --steps 2)
 else
   RECIPE_S=${GPU_ALL_RECIPE_S:-540}; POLICY_S=${GPU_ALL_POLICY_S:-150}; TRAIN_S=${GPU_ALL_TRAIN_S:-90}
-  RECIPE=(recipe=calvin34 "run_dir=$OUT/recipe" device=cuda "workers=$WORKERS"
-          train.model.preset=small collect.episodes_per_task=20
+  RECIPE=(recipe=calvin34 "run_dir=$WORK/recipe" device=cuda "workers=$WORKERS"
+          train.model.preset=small collect.episodes_per_task=25
           vq.steps=1500 vq.batch_size=64 vq.max_frames=6000
           train.steps=2000 train.batch_size=64 train.optim.lr=5e-4 train.checkpoint.every=1000
-          eval.per_task=5 eval.chains=50 eval.curve_chains=20 eval.envs=4 eval.decoder=static
-          eval.random_baseline=false generation.caption_steps=0)
+          eval.per_task=4 eval.chains=40 eval.curve_chains=20 eval.envs=4 eval.decoder=static
+          eval.task_videos=0 eval.videos=0 eval.random_baseline=false generation.caption_steps=0)
   POLICY=(--preset emu3-1b --batch 1,8 --budget-s 100)
   TRAIN=(--preset emu3-1b --batch 8 --steps 10)
 fi
@@ -73,11 +83,14 @@ run_part policy "$POLICY_S" "$PY" bench/gpu_policy.py "${POLICY[@]}" --json "$OU
 run_part train "$TRAIN_S" "$PY" bench/gpu_train.py "${TRAIN[@]}" --json "$OUT/train.json"
 wait "$recipe_pid"
 
-"$PY" - "$OUT" "$(( $(date +%s) - start ))" <<'EOF'
-import json, sys
+"$PY" - "$OUT" "$(( $(date +%s) - start ))" "$WORK/recipe" <<'EOF'
+import json, shutil, sys
 from pathlib import Path
 
-out, seconds = Path(sys.argv[1]), int(sys.argv[2])
+out, seconds, run = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+for name in ("results.json", "learning_curve.png", "loss.png", "success_per_task.png"):
+    if (run / name).is_file():
+        shutil.copyfile(run / name, out / f"recipe_{name}")
 
 def read(name):
     path = out / name
@@ -89,7 +102,19 @@ def read(name):
 summary = {"seconds": seconds, "device": read("device.json")}
 for part in ("policy", "train"):
     summary[part] = {"status": read(f"{part}.status"), "results": read(f"{part}.json")}
-results = read("recipe/results.json") or {}
+results = read("recipe_results.json") or {}
+stages = {}  # what finished, also when the recipe ran out of time
+for marker in sorted(run.glob("**/stage.json")):
+    try:
+        record = json.loads(marker.read_text())
+    except (OSError, json.JSONDecodeError):
+        continue
+    result = record.get("result") or {}
+    stages[str(marker.parent.relative_to(run))] = {
+        "seconds": record.get("seconds"),
+        **{k: v for k, v in result.items() if k in ("sr@1", "avg_len", "chains", "final_loss", "final_action_acc",
+                                                    "steps", "psnr_static", "episodes", "mean_tokens_per_chunk")},
+    }
 suite, chains = results.get("single_task") or {}, results.get("chains") or {}
 summary["recipe"] = {
     "status": read("recipe.status"),
@@ -100,6 +125,7 @@ summary["recipe"] = {
     "failures": (suite.get("failures") or {}).get("counts"),
     "stage_seconds": results.get("stage_seconds"),
     "training": results.get("training"),
+    "stages": stages,
 }
 (out / "gpu_all.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
 print(json.dumps(summary, indent=2, default=str)[:4000])
