@@ -47,12 +47,12 @@ if [[ $SMOKE == 1 ]]; then
   POLICY=(--preset tiny --device cpu --batch 1 --no-compile --budget-s 30)
   TRAIN=(--preset tiny --device cpu --batch 1 --steps 2)
 else
-  RECIPE_S=${GPU_ALL_RECIPE_S:-540}; POLICY_S=${GPU_ALL_POLICY_S:-150}; TRAIN_S=${GPU_ALL_TRAIN_S:-90}
+  RECIPE_S=${GPU_ALL_RECIPE_S:-500}; POLICY_S=${GPU_ALL_POLICY_S:-150}; TRAIN_S=${GPU_ALL_TRAIN_S:-90}
   RECIPE=(recipe=calvin34 "run_dir=$WORK/recipe" device=cuda "workers=$WORKERS"
-          train.model.preset=small collect.episodes_per_task=25
-          vq.steps=1500 vq.batch_size=64 vq.max_frames=6000
-          train.steps=2000 train.batch_size=64 train.optim.lr=5e-4 train.checkpoint.every=1000
-          eval.per_task=4 eval.chains=40 eval.curve_chains=20 eval.envs=4 eval.decoder=static
+          train.model.preset=small collect.episodes_per_task=20
+          vq.steps=1000 vq.batch_size=64 vq.max_frames=1500
+          train.steps=1500 train.batch_size=64 train.optim.lr=5e-4 train.checkpoint.every=750
+          eval.per_task=3 eval.chains=30 eval.curve_chains=0 eval.envs=4 eval.decoder=static
           eval.task_videos=0 eval.videos=0 eval.random_baseline=false generation.caption_steps=0)
   POLICY=(--preset emu3-1b --batch 1,8 --budget-s 100)
   TRAIN=(--preset emu3-1b --batch 8 --steps 10)
