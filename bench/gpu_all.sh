@@ -25,7 +25,7 @@ if ! "$PY" -c 'import lerobot, pybullet, hydra' 2>/dev/null && [[ -f .gpu/site.t
   mkdir -p /tmp/emu3_vla_site && tar xzf .gpu/site.tar.gz -C /tmp/emu3_vla_site
   export PYTHONPATH="/tmp/emu3_vla_site/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
-export PYTHONUNBUFFERED=1
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 WANDB_MODE=disabled
 OUT=${OUT:-runs/gpu_all}          # small result files (JSON, PNG, logs)
 WORK=${WORK:-runs/gpu_all_work}   # the recipe's run folder (data, caches, checkpoints): large, left here
 mkdir -p "$OUT" "$WORK"
