@@ -86,6 +86,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--instruction 'Push the T-shaped block onto the T-shaped target.' --out runs/eval_pusht",
     )
     add_gym_arguments(gym)
+    report = add_command(modes, "report", run_report, help="(re)build report.html of evaluation folders")
+    report.add_argument("folders", nargs="+", type=Path, help="evaluation folders (results.json, videos/, ...)")
+    report.add_argument("--max-videos", type=int, default=24, help="videos embedded in the page (default 24)")
     merge = add_command(modes, "merge", run_merge, help="merge the shards in a folder into results.json")
     merge.add_argument("folder", type=Path)
     merge.add_argument("--chains", type=int, default=1000)
@@ -236,6 +239,15 @@ def _settings(args: argparse.Namespace):
         progress=not args.no_progress,
         wandb_mode=args.wandb,
     )
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from eval.html_report import write_report
+
+    for folder in args.folders:
+        path = write_report(folder, max_videos=args.max_videos)
+        print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MB)")
+    return 0
 
 
 def run_chains(args: argparse.Namespace) -> int:

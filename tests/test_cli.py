@@ -37,3 +37,11 @@ def test_bad_checkpoint_gives_an_error_not_a_traceback(tmp_path, capsys):
     assert main(["info", "--checkpoint", str(tmp_path / "missing")]) == 1
     err = capsys.readouterr().err
     assert "does not exist" in err and "Traceback" not in err
+
+
+def test_eval_report_rebuilds_the_page_of_a_folder(tmp_path, capsys):
+    results = {"kind": "tasks", "sr@1": 0.5, "episodes": 2, "per_task": {"open_drawer": {"success_rate": 0.5}}}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    assert main(["eval", "report", str(tmp_path)]) == 0
+    page = (tmp_path / "report.html").read_text()
+    assert "open_drawer" in page and "report.html" in capsys.readouterr().out
