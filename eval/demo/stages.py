@@ -2,7 +2,8 @@
 
 Every stage writes ``stage.json`` with a key that hashes its settings and the keys of the stages it
 reads. A rerun skips each stage whose key still matches (re-running is cheap), redoes a stage whose
-settings changed (and therefore everything after it), and resumes a stage that was interrupted where
+settings changed (and therefore everything after it; the old output is moved to ``<folder>.previous``,
+never deleted outright), and resumes a stage that was interrupted where
 the stage supports it (training resumes from its last checkpoint, evaluation from its chain log).
 """
 
@@ -44,7 +45,7 @@ class Stage:
         return json.loads(self.marker.read_text()).get("result", {}) if self.done() else {}
 
     def run(self, work: Callable[[], dict[str, Any] | None], *, resumable: bool = False) -> dict[str, Any]:
-        """Run ``work`` unless cached; a stale folder (other key) is wiped first unless ``resumable``
+        """Run ``work`` unless cached; a stale folder (other key) is set aside first unless ``resumable``
         says the stage continues its own partial output (only when the key is the one it had)."""
         if self.done():
             print(f"[demo] {self.name}: cached ({self.folder})", flush=True)
@@ -52,7 +53,7 @@ class Stage:
         started = self.folder / "stage.started.json"
         same_attempt = started.is_file() and json.loads(started.read_text()).get("key") == self.key
         if self.folder.exists() and not (resumable and same_attempt):
-            shutil.rmtree(self.folder)
+            self._set_aside()
         self.folder.mkdir(parents=True, exist_ok=True)
         started.write_text(json.dumps({"key": self.key}) + "\n")
         print(f"[demo] {self.name}: running -> {self.folder}", flush=True)
@@ -63,3 +64,13 @@ class Stage:
         self.marker.write_text(json.dumps(record, indent=2, default=str) + "\n")
         print(f"[demo] {self.name}: done in {seconds:.0f} s", flush=True)
         return result
+
+    def _set_aside(self) -> None:
+        """Move the output of other settings to ``<folder>.previous`` instead of deleting it: a changed
+        setting (or a new key in the config) must not cost an hour of training. One generation is
+        kept; the one before it is deleted."""
+        previous = self.folder.with_name(self.folder.name + ".previous")
+        if previous.exists():
+            shutil.rmtree(previous)
+        self.folder.rename(previous)
+        print(f"[demo] {self.name}: settings changed; the old output is kept in {previous}", flush=True)

@@ -1,0 +1,76 @@
+"""The demo's cached stages: a finished stage is skipped, an interrupted resumable one continues its own
+partial output, and a stage whose settings changed starts again without destroying the old output."""
+
+from __future__ import annotations
+
+import pytest
+
+from eval.demo.stages import Stage
+
+
+def _work(folder, log: list[str], name: str = "out.txt", fail: bool = False):
+    def work():
+        log.append("ran")
+        (folder / name).write_text("partial" if fail else "done")
+        if fail:
+            raise KeyboardInterrupt("killed mid-stage")
+        return {"value": 1}
+
+    return work
+
+
+def test_finished_stage_is_cached(tmp_path):
+    log: list[str] = []
+    stage = Stage("s", tmp_path / "s", {"steps": 10})
+    assert stage.run(_work(stage.folder, log)) == {"value": 1}
+    again = Stage("s", tmp_path / "s", {"steps": 10})
+    assert again.done() and again.run(_work(again.folder, log)) == {"value": 1}
+    assert log == ["ran"]
+
+
+def test_interrupted_resumable_stage_keeps_its_partial_output(tmp_path):
+    log: list[str] = []
+    stage = Stage("train", tmp_path / "train", {"steps": 10})
+    with pytest.raises(KeyboardInterrupt):
+        stage.run(_work(stage.folder, log, name="checkpoint", fail=True), resumable=True)
+    assert not stage.done()
+
+    seen: list[bool] = []
+
+    def resume():
+        seen.append((stage.folder / "checkpoint").is_file())
+        return {"value": 2}
+
+    assert Stage("train", tmp_path / "train", {"steps": 10}).run(resume, resumable=True) == {"value": 2}
+    assert seen == [True], "the resumed stage must find the checkpoint its killed attempt wrote"
+
+
+def test_changed_settings_rerun_and_keep_the_old_output_aside(tmp_path):
+    log: list[str] = []
+    old = Stage("train", tmp_path / "train", {"steps": 10})
+    with pytest.raises(KeyboardInterrupt):
+        old.run(_work(old.folder, log, name="checkpoint", fail=True), resumable=True)
+
+    new = Stage("train", tmp_path / "train", {"steps": 10, "new_key": 0})
+    assert new.key != old.key
+    seen: list[bool] = []
+
+    def work():
+        seen.append((new.folder / "checkpoint").exists())
+        return {}
+
+    new.run(work, resumable=True)
+    assert seen == [False], "another key's partial output must not be resumed"
+    previous = tmp_path / "train.previous"
+    assert (previous / "checkpoint").read_text() == "partial", "the old output must be kept, not deleted"
+    assert new.done()
+
+
+def test_an_upstream_change_invalidates_downstream_stages(tmp_path):
+    data_a = Stage("data", tmp_path / "data", {"episodes": 10})
+    data_b = Stage("data", tmp_path / "data", {"episodes": 20})
+    train_a = Stage("train", tmp_path / "train", {"steps": 5}, [data_a])
+    train_b = Stage("train", tmp_path / "train", {"steps": 5}, [data_b])
+    assert train_a.key != train_b.key
+    train_a.run(lambda: {"x": 1})
+    assert train_a.done() and not train_b.done()
