@@ -280,7 +280,10 @@ def task_suite_jobs(tasks: Sequence[str] | None, per_task: int, seed: int) -> li
 
 
 def task_suite_metrics(results, jobs: list[ChainJob]) -> dict[str, Any]:
-    """Success of each suite task (for two-step jobs: the second step, over all its attempts)."""
+    """Success of each suite task over all its attempts; for a job with a prefix (a task that applies
+    in no start state) an attempt succeeds only if the prefix and the task both do, since a policy
+    that fails the prefix has not shown the task. ``success_rate_reached`` is the rate among the
+    attempts whose prefix succeeded (a diagnostic: with few such attempts it is noisy)."""
     target = {j.chain_index: j.tasks[-1] for j in jobs}
     per_task: dict[str, dict[str, float]] = {}
     for r in results:
@@ -293,7 +296,8 @@ def task_suite_metrics(results, jobs: list[ChainJob]) -> dict[str, Any]:
     for entry in per_task.values():
         reached = entry["attempts"] - entry["prerequisite_failures"]
         entry["reached"] = reached
-        entry["success_rate"] = entry["successes"] / reached if reached else 0.0
+        entry["success_rate"] = entry["successes"] / entry["attempts"]
+        entry["success_rate_reached"] = entry["successes"] / reached if reached else None
     return dict(sorted(per_task.items()))
 
 

@@ -379,7 +379,7 @@ def _rate_cell(rate: Any) -> str:
 
 
 def _per_task_table(per_task: dict[str, dict[str, Any]]) -> str:
-    order = ["attempts", "reached", "prerequisite_failures", "successes", "success_rate"]
+    order = ["attempts", "reached", "prerequisite_failures", "successes", "success_rate_reached", "success_rate"]
     present = {k for entry in per_task.values() if isinstance(entry, dict) for k in entry}
     cols = [k for k in order if k in present] + sorted(present - set(order))
     rows = []
@@ -388,7 +388,7 @@ def _per_task_table(per_task: dict[str, dict[str, Any]]) -> str:
         cells = [_e(task)]
         for k in cols:
             v = entry.get(k)
-            cells.append(_rate_cell(v) if k == "success_rate" else _e(_fmt(k, v) if v is not None else "–"))
+            cells.append(_rate_cell(v) if k.startswith("success_rate") else _e(_fmt(k, v) if v is not None else "–"))
         rows.append(cells)
     headers = ["task", *(c.replace("_", " ") for c in cols)]
     return _table("per-task", headers, rows, name_col=True)

@@ -178,3 +178,20 @@ def test_eval_instructions_are_validation_by_default_and_training_on_request():
     assert all(validation[t] not in seen[t] for t in validation), "validation sentences must be unseen"
     with pytest.raises(ValueError, match="validation' or 'training'"):
         instructions_for_eval("test")
+
+
+def test_suite_task_with_a_prefix_counts_a_failed_prefix_as_a_failed_attempt():
+    from eval.evaluate import task_suite_metrics
+    from eval.rollout import ChainJob
+
+    jobs = [ChainJob(i, 0, {}, ["lift_red_block_table", "place_in_slider"]) for i in range(4)]
+    results = [
+        ChainResult(0, 0, {}, jobs[0].tasks, [True, True], [1, 1]),
+        ChainResult(1, 0, {}, jobs[1].tasks, [True, False], [1, 1]),
+        ChainResult(2, 0, {}, jobs[2].tasks, [False], [1]),
+        ChainResult(3, 0, {}, jobs[3].tasks, [False], [1]),
+    ]
+    entry = task_suite_metrics(results, jobs)["place_in_slider"]
+    assert entry["attempts"] == 4 and entry["reached"] == 2 and entry["prerequisite_failures"] == 2
+    assert entry["success_rate"] == pytest.approx(1 / 4), "a failed prefix is a failed attempt"
+    assert entry["success_rate_reached"] == pytest.approx(1 / 2)
