@@ -354,3 +354,42 @@ def test_chain_episodes_are_segments_with_their_own_instructions_and_never_a_sta
     # the segments, run again from the recorded seeds, succeed per segment under the task oracle
     episodes = resimulate(config, report.episode_list)
     assert all(ep is not None and ep.task == e["task"] for ep, e in zip(episodes, report.episode_list, strict=True))
+
+
+def test_handover_starts_each_chain_segment_at_the_previous_success():
+    """With handover, segment k ends at its success and the expert's finishing motion of segment k
+    opens segment k + 1 (under k + 1's task); the same steps are recorded, only cut elsewhere."""
+    import dataclasses
+
+    config = small_config(Path("unused"), chain_fraction=1.0, seed=2)
+    job = next(j for j in demonstration_jobs(config, limit=20) if len(j.tasks) == 5)
+    job = dataclasses.replace(job, record=(True,) * len(job.tasks))
+    plain_settings = dataclasses.replace(run_settings(config), record_frames=False)
+    results = {}
+    for handover in (False, True):
+        runner = JobRunner(dataclasses.replace(plain_settings, handover=handover))
+        try:
+            results[handover] = runner(job)
+        finally:
+            runner.close()
+    plain, handed = results[False], results[True]
+    assert [o.success for o in plain.outcomes] == [o.success for o in handed.outcomes]
+    assert plain.env_steps == handed.env_steps, "recording must not change what the expert does"
+    done = [o for o in plain.outcomes if o.success]
+    assert len(done) >= 2, "the job should get past its first segment"
+    old, new = plain.episodes, handed.episodes
+    assert any(len(a) > a.success_step for a in old[: len(new) - 1]), "some segment should have a tail to hand over"
+    if len(old) == len(job.tasks):
+        assert sum(map(len, old)) == sum(map(len, new)), "a whole chain records every step once either way"
+    carried = 0
+    for k, (a, b) in enumerate(zip(old, new, strict=True)):
+        assert b.task == a.task
+        last = k == len(job.tasks) - 1  # the job's last subtask keeps its own tail
+        # the carried-in tail of the previous segment comes first, then this segment up to its success
+        assert b.success_step == carried + a.success_step
+        assert np.array_equal(b.robot_obs[carried : carried + a.success_step], a.robot_obs[: a.success_step])
+        assert len(b) == carried + (len(a) if last else a.success_step)
+        if k + 1 < len(new):
+            tail = len(a) - a.success_step
+            assert np.array_equal(new[k + 1].robot_obs[:tail], a.robot_obs[a.success_step :])
+            carried = tail

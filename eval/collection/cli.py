@@ -27,6 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="share of jobs that run a 5-task chain (drawn like CALVIN's, never one of its 1,000 evaluation "
         "chains) instead of a single task (default 0.5)",
     )
+    parser.add_argument(
+        "--handover",
+        action="store_true",
+        help="in chains, a subtask's episode ends at its success and the expert's finishing motion opens the "
+        "next subtask's episode, under the next instruction (CALVIN's evaluation switches instructions at "
+        "the step of success, mid-gesture)",
+    )
     parser.add_argument("--variants", nargs="+", default=["D"], choices=list("ABCD"), help="scene variants (default D)")
     parser.add_argument("--static-size", type=int, default=200, help="static camera frame size (CALVIN: 200)")
     parser.add_argument("--gripper-size", type=int, default=84, help="gripper camera frame size (CALVIN: 84)")
@@ -68,6 +75,7 @@ def config_from_args(args: argparse.Namespace):
         seed=args.seed,
         workers=args.workers,
         chain_fraction=args.chain_fraction,
+        handover=args.handover,
         variants=tuple(args.variants),
         static_size=args.static_size,
         gripper_size=args.gripper_size,

@@ -88,6 +88,7 @@ class CollectConfig:
     randomize: bool = True
     max_steps: int = SUBTASK_STEPS
     tail_steps: int = TAIL_STEPS
+    handover: bool = False  # chains: a subtask's finishing motion opens the next one (eval.collection.recorder)
     max_jobs: int | None = None  # give up after this many jobs (default: see max_jobs())
     overwrite: bool = False
     progress: bool = True
@@ -219,6 +220,7 @@ def run_settings(config: CollectConfig) -> RunSettings:
         labels=config.labels,
         max_steps=config.max_steps,
         tail_steps=config.tail_steps,
+        handover=config.handover,
         renderer=config.renderer,
     )
 
@@ -264,7 +266,7 @@ def collect(config: CollectConfig | str | Path, **settings: Any) -> CollectRepor
         static_size=config.static_size,
         gripper_size=config.gripper_size,
         video=config.video,
-        max_episode_frames=max(MAX_EPISODE_FRAMES, config.max_steps + config.tail_steps + 1),
+        max_episode_frames=max(MAX_EPISODE_FRAMES, config.max_steps + 2 * config.tail_steps + 1),
     )
     calvin = CalvinFormatWriter(calvin_root) if calvin_root is not None else None
     attempted: Counter[str] = Counter()

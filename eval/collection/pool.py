@@ -39,6 +39,7 @@ class RunSettings:
     max_steps: int = SUBTASK_STEPS
     tail_steps: int = 60
     finish_last: bool = True
+    handover: bool = False  # a chain's subtask tail opens the next subtask's episode (see recorder)
     renderer: str = "tiny"
 
 
@@ -75,6 +76,7 @@ class JobRunner:
             tail_steps=s.tail_steps,
             finish_last=s.finish_last,
             labels=s.labels,
+            handover=s.handover,
         )
 
     def close(self) -> None:

@@ -9,6 +9,12 @@ A subtask's episode does not end at the very step of success: the expert finishe
 (letting go, backing off) and the episode ends when it holds still, or ``tail_steps`` after
 success at the latest, so that demonstrations neither stop mid-gesture nor idle.
 
+With ``handover=True`` a chain's subtask ends at its success instead, and the expert's finishing
+motion opens the *next* subtask's episode, under the next instruction. CALVIN's protocol switches
+the instruction at the very step of success, so a policy meets its second subtask mid-gesture
+(still on the drawer handle, the block still in hand); without handover no training segment starts
+there, only from the pose a finished motion leaves. The last subtask of a job keeps its tail.
+
 Only recorded steps are rendered (images are lazy), and not at all with ``record_frames=False``.
 
 With a noisy expert the arm executes the noisy action, and ``labels`` says which action is
@@ -89,6 +95,9 @@ class _Recorder:
         self.abs_actions: list[np.ndarray] = []
         self.perturbed: list[bool] = []
 
+    def __len__(self) -> int:
+        return len(self.actions)
+
     def before(self, obs: dict[str, Any], action: np.ndarray, perturbed: bool = False) -> None:
         if self.frames:
             self.static.append(np.array(obs["rgb_obs"]["rgb_static"]))
@@ -129,10 +138,12 @@ def run_job(
     tail_steps: int = TAIL_STEPS,
     finish_last: bool = True,
     labels: str = "clean",
+    handover: bool = False,
 ) -> JobResult:
     """Run ``job`` with the expert as environment 0; record the wanted subtasks that succeed.
 
-    ``finish_last=False`` stops the last subtask at success (benchmarks need no tail).
+    ``finish_last=False`` stops the last subtask at success (benchmarks need no tail);
+    ``handover=True`` records a subtask's tail as the start of the next one (see the module doc).
     """
     if labels not in LABELS:
         raise ValueError(f"labels must be one of {LABELS}, got {labels!r}")
@@ -144,23 +155,29 @@ def run_job(
             obs, *_ = env.step(HOLD_STILL)
     info = env.get_info()
     expert.reseed(0, job.expert_seed)
+    carried: _Recorder | None = None  # handover: the previous subtask's tail, opening this one
     for position, task in enumerate(job.tasks):
         expert.reset(0)
         start_info = info
         wanted = job.record[position]
-        recorder = _Recorder(record_frames) if wanted else None
-        tail = tail_steps if (finish_last or position + 1 < len(job.tasks)) else 0
+        recorder = (carried or _Recorder(record_frames)) if wanted else None
+        offset = len(recorder) if recorder is not None else 0
+        has_next = position + 1 < len(job.tasks)
+        handing_over = handover and has_next
+        tail_recorder = _Recorder(record_frames) if handing_over and job.record[position + 1] else None
+        tail = tail_steps if (finish_last or has_next) else 0
         success_step: int | None = None
         steps = 0
         while True:
             observation = {**obs, "info": info, "landmarks": env.get_landmarks(), "task": task}
             action = expert.step(observation)
-            if recorder is not None:
-                recorder.before(obs, expert.label(0) if labels == "clean" else action, expert.perturbed(0))
+            into = recorder if success_step is None or not handing_over else tail_recorder
+            if into is not None:
+                into.before(obs, expert.label(0) if labels == "clean" else action, expert.perturbed(0))
             obs, _, _, info = env.step(action)
             steps += 1
-            if recorder is not None:
-                recorder.after(info, action)
+            if into is not None:
+                into.after(info, action)
             if success_step is None:
                 if oracle.success(task, start_info, info):
                     success_step = steps
@@ -172,8 +189,9 @@ def run_job(
                 break
         result.env_steps += steps
         success = success_step is not None
-        episode = recorder.episode(task, success_step) if (recorder is not None and success) else None
+        episode = recorder.episode(task, offset + success_step) if (recorder is not None and success) else None
         result.outcomes.append(SubtaskOutcome(task, success, success_step or steps, episode))
+        carried = tail_recorder
         if not success:
             break
     result.seconds = time.perf_counter() - started

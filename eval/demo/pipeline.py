@@ -73,6 +73,8 @@ def collect_stage(run: Run) -> Stage:
         "noise_kind": str(c.noise_kind),
         "labels": str(c.labels),
         "seed": int(run.cfg.seed),
+        # only when on, so that the key of collections made before the option existed still matches
+        **({"handover": True} if c.get("handover") else {}),
     }
     return Stage("collect demonstrations", run.folder / "data", settings)
 
@@ -100,6 +102,7 @@ def run_collect(run: Run, stage: Stage) -> dict[str, Any]:
             noise=float(c.noise),
             noise_kind=str(c.noise_kind),
             labels=str(c.labels),
+            handover=bool(c.get("handover", False)),
             overwrite=True,
         )
     ).to_json()
