@@ -1,0 +1,96 @@
+"""Does a trained policy fail its second CALVIN subtask because it meets it mid-gesture?
+
+CALVIN's protocol gives the next instruction at the very step the oracle reports success, with the
+arm still on the handle or the block still in hand; demonstrations recorded without
+``collect --handover`` start every segment from the pose the expert's finished motion leaves. For
+the first N standard chains this resets to the chain's start, lets the scripted expert do subtask 1
+and stops it either
+
+* ``at_success``: at the step of success (what the protocol hands the policy), or
+* ``finished``: after its finishing motion (let go, back off; what the segments start from),
+
+then runs the policy on subtask 2 for 360 steps and asks the oracle. Same start state, same expert
+in both arms; chains whose first subtask the expert fails are left out. Prints one JSON line per
+chain and the success of subtask 2 in each arm:
+
+    python bench/handover_probe.py runs/calvin34/train_main/model --chains 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from envs import SUBTASK_STEPS, PlayTableEnv, TaskOracle
+from eval.chains import load_standard_chains
+from eval.collection.recorder import TAIL_STEPS
+from eval.evaluate import chain_seed, instructions_for_eval
+from policies.emu3_policy import Emu3VLAPolicy
+from policies.experts import ScriptedExpert
+
+ARMS = ("at_success", "finished")
+
+
+def expert_first_subtask(
+    env: PlayTableEnv, expert: ScriptedExpert, oracle: TaskOracle, obs: dict, task: str, finish: bool
+) -> dict | None:
+    """Run the expert on ``task`` (at most 360 steps in all); the observation it leaves, None if it failed."""
+    info = start = env.get_info()
+    success_step = None
+    for step in range(1, SUBTASK_STEPS + 1):
+        action = expert.step({**obs, "info": info, "landmarks": env.get_landmarks(), "task": task})
+        obs, _, _, info = env.step(action)
+        if success_step is None and oracle.success(task, start, info):
+            success_step = step
+            if not finish:
+                return obs
+        if success_step is not None and (expert.is_done(0) or step - success_step >= TAIL_STEPS):
+            return obs
+    return obs if success_step is not None else None
+
+
+def policy_subtask(env: PlayTableEnv, policy: Emu3VLAPolicy, oracle: TaskOracle, obs, task: str, text: str) -> bool:
+    policy.reset()
+    start = env.get_info()
+    for _ in range(SUBTASK_STEPS):
+        obs, _, _, info = env.step(policy.step(obs, text))
+        if oracle.success(task, start, info):
+            return True
+    return False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", help="a VLA checkpoint folder")
+    parser.add_argument("--chains", type=int, default=100, help="the first N standard chains")
+    parser.add_argument("--decoder", default="parallel", choices=["plain", "static", "parallel"])
+    args = parser.parse_args()
+
+    policy = Emu3VLAPolicy.from_checkpoint(args.checkpoint, decoder=args.decoder)
+    texts = instructions_for_eval("validation")
+    oracle = TaskOracle()
+    expert = ScriptedExpert(randomize=False)
+    rows, started = [], time.perf_counter()
+    for index, (state, tasks) in enumerate(load_standard_chains(args.chains)):
+        first, second = tasks[0], tasks[1]
+        row: dict[str, object] = {"chain": index, "first": first, "second": second}
+        for arm in ARMS:
+            env = PlayTableEnv(lazy_images=True)
+            try:
+                obs = env.reset(state, seed=chain_seed(state, 0))
+                expert.reset(0)
+                expert.reseed(0, index)
+                obs = expert_first_subtask(env, expert, oracle, obs, first, finish=arm == "finished")
+                row[arm] = None if obs is None else policy_subtask(env, policy, oracle, obs, second, texts[second])
+            finally:
+                env.close()
+        rows.append(row)
+        print(json.dumps(row), f"{time.perf_counter() - started:.0f} s", flush=True)
+    for arm in ARMS:
+        done = [r[arm] for r in rows if r[arm] is not None]
+        print(f"{arm:>10s}: subtask 2 succeeded in {sum(done)} of {len(done)} chains")
+
+
+if __name__ == "__main__":
+    main()
