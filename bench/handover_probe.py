@@ -9,7 +9,8 @@ and stops it either
 * ``at_success``: at the step of success (what the protocol hands the policy), or
 * ``finished``: after its finishing motion (let go, back off; what the segments start from),
 
-then runs the policy on subtask 2 for 360 steps and asks the oracle. Same start state, same expert
+then runs the policy on subtask 2 for 360 steps and asks the oracle. Subtask 1 runs through
+collection's own loop (``eval.collection.recorder.run_job``), with the same start state and expert
 in both arms; chains whose first subtask the expert fails are left out. Prints one JSON line per
 chain and the success of subtask 2 in each arm:
 
@@ -22,32 +23,16 @@ import argparse
 import json
 import time
 
+from emu3_vla.cli_args import DECODER_NAMES
 from envs import SUBTASK_STEPS, PlayTableEnv, TaskOracle
 from eval.chains import load_standard_chains
-from eval.collection.recorder import TAIL_STEPS
+from eval.collection.jobs import Job
+from eval.collection.recorder import run_job
 from eval.evaluate import chain_seed, instructions_for_eval
 from policies.emu3_policy import Emu3VLAPolicy
 from policies.experts import ScriptedExpert
 
 ARMS = ("at_success", "finished")
-
-
-def expert_first_subtask(
-    env: PlayTableEnv, expert: ScriptedExpert, oracle: TaskOracle, obs: dict, task: str, finish: bool
-) -> dict | None:
-    """Run the expert on ``task`` (at most 360 steps in all); the observation it leaves, None if it failed."""
-    info = start = env.get_info()
-    success_step = None
-    for step in range(1, SUBTASK_STEPS + 1):
-        action = expert.step({**obs, "info": info, "landmarks": env.get_landmarks(), "task": task})
-        obs, _, _, info = env.step(action)
-        if success_step is None and oracle.success(task, start, info):
-            success_step = step
-            if not finish:
-                return obs
-        if success_step is not None and (expert.is_done(0) or step - success_step >= TAIL_STEPS):
-            return obs
-    return obs if success_step is not None else None
 
 
 def policy_subtask(env: PlayTableEnv, policy: Emu3VLAPolicy, oracle: TaskOracle, obs, task: str, text: str) -> bool:
@@ -64,7 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="a VLA checkpoint folder")
     parser.add_argument("--chains", type=int, default=100, help="the first N standard chains")
-    parser.add_argument("--decoder", default="parallel", choices=["plain", "static", "parallel"])
+    parser.add_argument("--decoder", default="parallel", choices=DECODER_NAMES)
     args = parser.parse_args()
 
     policy = Emu3VLAPolicy.from_checkpoint(args.checkpoint, decoder=args.decoder)
@@ -78,11 +63,11 @@ def main() -> None:
         for arm in ARMS:
             env = PlayTableEnv(lazy_images=True)
             try:
-                obs = env.reset(state, seed=chain_seed(state, 0))
-                expert.reset(0)
-                expert.reseed(0, index)
-                obs = expert_first_subtask(env, expert, oracle, obs, first, finish=arm == "finished")
-                row[arm] = None if obs is None else policy_subtask(env, policy, oracle, obs, second, texts[second])
+                # collection's own loop: the expert's subtask 1, its finishing motion only in the second arm
+                job = Job(index, dict(state), (first,), (False,), chain_seed(state, 0), index)
+                done = run_job(env, expert, job, oracle, record_frames=False, finish_last=arm == "finished")
+                ok = done.outcomes[0].success
+                row[arm] = policy_subtask(env, policy, oracle, env.get_obs(), second, texts[second]) if ok else None
             finally:
                 env.close()
         rows.append(row)
