@@ -15,6 +15,13 @@ in both arms; chains whose first subtask the expert fails are left out. Prints o
 chain and the success of subtask 2 in each arm:
 
     python bench/handover_probe.py runs/calvin34/train_main/model --chains 100
+
+``--first policy`` asks the converse: the *policy* does subtask 1 (as in CALVIN's protocol, from the
+chain's start) and subtask 2 is done from the state it leaves once by the policy (``policy``, what
+the chain evaluation measures) and once, after replaying the same deterministic subtask 1, by the
+scripted expert (``expert``). If the expert succeeds where the policy fails, the state is solvable
+and the policy is off its training distribution there; if the expert fails too, subtask 1 left the
+scene broken.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from policies.emu3_policy import Emu3VLAPolicy
 from policies.experts import ScriptedExpert
 
 ARMS = ("at_success", "finished")
+SECOND_ARMS = ("policy", "expert")
 
 
 def policy_subtask(env: PlayTableEnv, policy: Emu3VLAPolicy, oracle: TaskOracle, obs, task: str, text: str) -> bool:
@@ -45,11 +53,48 @@ def policy_subtask(env: PlayTableEnv, policy: Emu3VLAPolicy, oracle: TaskOracle,
     return False
 
 
+def expert_subtask(env: PlayTableEnv, expert: ScriptedExpert, oracle: TaskOracle, obs, task: str) -> bool:
+    expert.reset(0)
+    info = start = env.get_info()
+    for _ in range(SUBTASK_STEPS):
+        action = expert.step({**obs, "info": info, "landmarks": env.get_landmarks(), "task": task})
+        obs, _, _, info = env.step(action)
+        if oracle.success(task, start, info):
+            return True
+    return False
+
+
+def policy_first(policy: Emu3VLAPolicy, expert: ScriptedExpert, oracle: TaskOracle, texts, index, state, tasks):
+    """Subtask 1 by the policy, subtask 2 by the policy and (replayed) by the expert."""
+    first, second = tasks[0], tasks[1]
+    row: dict[str, object] = {"chain": index, "first": first, "second": second}
+    for arm in SECOND_ARMS:
+        env = PlayTableEnv()
+        try:
+            obs = env.reset(dict(state), seed=chain_seed(state, 0))
+            ok = policy_subtask(env, policy, oracle, obs, first, texts[first])
+            row["first_ok"] = ok
+            if not ok:
+                row[arm] = None
+                break
+            obs = env.get_obs()
+            if arm == "policy":
+                row[arm] = policy_subtask(env, policy, oracle, obs, second, texts[second])
+            else:
+                row[arm] = expert_subtask(env, expert, oracle, obs, second)
+        finally:
+            env.close()
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="a VLA checkpoint folder")
     parser.add_argument("--chains", type=int, default=100, help="the first N standard chains")
     parser.add_argument("--decoder", default="parallel", choices=DECODER_NAMES)
+    parser.add_argument(
+        "--first", default="expert", choices=("expert", "policy"), help="who does subtask 1 (see above)"
+    )
     args = parser.parse_args()
 
     policy = Emu3VLAPolicy.from_checkpoint(args.checkpoint, decoder=args.decoder)
@@ -57,7 +102,12 @@ def main() -> None:
     oracle = TaskOracle()
     expert = ScriptedExpert(randomize=False)
     rows, started = [], time.perf_counter()
+    arms = ARMS if args.first == "expert" else SECOND_ARMS
     for index, (state, tasks) in enumerate(load_standard_chains(args.chains)):
+        if args.first == "policy":
+            rows.append(policy_first(policy, expert, oracle, texts, index, state, tasks))
+            print(json.dumps(rows[-1]), f"{time.perf_counter() - started:.0f} s", flush=True)
+            continue
         first, second = tasks[0], tasks[1]
         row: dict[str, object] = {"chain": index, "first": first, "second": second}
         for arm in ARMS:
@@ -72,8 +122,8 @@ def main() -> None:
                 env.close()
         rows.append(row)
         print(json.dumps(row), f"{time.perf_counter() - started:.0f} s", flush=True)
-    for arm in ARMS:
-        done = [r[arm] for r in rows if r[arm] is not None]
+    for arm in arms:
+        done = [r[arm] for r in rows if r.get(arm) is not None]
         print(f"{arm:>10s}: subtask 2 succeeded in {sum(done)} of {len(done)} chains")
 
 
