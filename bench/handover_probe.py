@@ -36,6 +36,7 @@ from eval.chains import load_standard_chains
 from eval.collection.jobs import Job
 from eval.collection.recorder import run_job
 from eval.evaluate import chain_seed, instructions_for_eval
+from policies.base import Policy
 from policies.emu3_policy import Emu3VLAPolicy
 from policies.experts import ScriptedExpert
 
@@ -43,22 +44,18 @@ ARMS = ("at_success", "finished")
 SECOND_ARMS = ("policy", "expert")
 
 
-def policy_subtask(env: PlayTableEnv, policy: Emu3VLAPolicy, oracle: TaskOracle, obs, task: str, text: str) -> bool:
-    policy.reset()
-    start = env.get_info()
-    for _ in range(SUBTASK_STEPS):
-        obs, _, _, info = env.step(policy.step(obs, text))
-        if oracle.success(task, start, info):
-            return True
-    return False
+def run_subtask(env: PlayTableEnv, actor: Policy, oracle: TaskOracle, task: str, text: str) -> bool:
+    """One subtask from the env's current state, up to 360 steps; the policy or the scripted expert.
 
-
-def expert_subtask(env: PlayTableEnv, expert: ScriptedExpert, oracle: TaskOracle, obs, task: str) -> bool:
-    expert.reset(0)
-    info = start = env.get_info()
+    A privileged actor (``needs_info``, the expert) gets the simulator's info, landmarks and task
+    name with each observation, as the chain evaluation hands them."""
+    actor.reset()
+    obs = env.get_obs()
+    start = info = env.get_info()
     for _ in range(SUBTASK_STEPS):
-        action = expert.step({**obs, "info": info, "landmarks": env.get_landmarks(), "task": task})
-        obs, _, _, info = env.step(action)
+        if getattr(actor, "needs_info", False):
+            obs = {**obs, "info": info, "landmarks": env.get_landmarks(), "task": task}
+        obs, _, _, info = env.step(actor.step(obs, text))
         if oracle.success(task, start, info):
             return True
     return False
@@ -71,17 +68,13 @@ def policy_first(policy: Emu3VLAPolicy, expert: ScriptedExpert, oracle: TaskOrac
     for arm in SECOND_ARMS:
         env = PlayTableEnv()
         try:
-            obs = env.reset(dict(state), seed=chain_seed(state, 0))
-            ok = policy_subtask(env, policy, oracle, obs, first, texts[first])
+            env.reset(dict(state), seed=chain_seed(state, 0))
+            ok = run_subtask(env, policy, oracle, first, texts[first])
             row["first_ok"] = ok
             if not ok:
                 row[arm] = None
                 break
-            obs = env.get_obs()
-            if arm == "policy":
-                row[arm] = policy_subtask(env, policy, oracle, obs, second, texts[second])
-            else:
-                row[arm] = expert_subtask(env, expert, oracle, obs, second)
+            row[arm] = run_subtask(env, policy if arm == "policy" else expert, oracle, second, texts[second])
         finally:
             env.close()
     return row
@@ -117,7 +110,7 @@ def main() -> None:
                 job = Job(index, dict(state), (first,), (False,), chain_seed(state, 0), index)
                 done = run_job(env, expert, job, oracle, record_frames=False, finish_last=arm == "finished")
                 ok = done.outcomes[0].success
-                row[arm] = policy_subtask(env, policy, oracle, env.get_obs(), second, texts[second]) if ok else None
+                row[arm] = run_subtask(env, policy, oracle, second, texts[second]) if ok else None
             finally:
                 env.close()
         rows.append(row)
