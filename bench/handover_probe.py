@@ -36,7 +36,7 @@ from eval.chains import load_standard_chains
 from eval.collection.jobs import Job
 from eval.collection.recorder import run_job
 from eval.evaluate import chain_seed, instructions_for_eval
-from policies.base import Policy
+from policies.base import Policy, privileged_observation
 from policies.emu3_policy import Emu3VLAPolicy
 from policies.experts import ScriptedExpert
 
@@ -54,11 +54,28 @@ def run_subtask(env: PlayTableEnv, actor: Policy, oracle: TaskOracle, task: str,
     start = info = env.get_info()
     for _ in range(SUBTASK_STEPS):
         if getattr(actor, "needs_info", False):
-            obs = {**obs, "info": info, "landmarks": env.get_landmarks(), "task": task}
+            obs = privileged_observation(obs, env, task, info)
         obs, _, _, info = env.step(actor.step(obs, text))
         if oracle.success(task, start, info):
             return True
     return False
+
+
+def expert_first(policy: Emu3VLAPolicy, expert: ScriptedExpert, oracle: TaskOracle, texts, index, state, tasks):
+    """Subtask 1 by the expert, handed over at success or after its finishing motion; subtask 2 by the policy."""
+    first, second = tasks[0], tasks[1]
+    row: dict[str, object] = {"chain": index, "first": first, "second": second}
+    for arm in ARMS:
+        env = PlayTableEnv(lazy_images=True)
+        try:
+            # collection's own loop: the expert's subtask 1, its finishing motion only in the second arm
+            job = Job(index, dict(state), (first,), (False,), chain_seed(state, 0), index)
+            done = run_job(env, expert, job, oracle, record_frames=False, finish_last=arm == "finished")
+            ok = done.outcomes[0].success
+            row[arm] = run_subtask(env, policy, oracle, second, texts[second]) if ok else None
+        finally:
+            env.close()
+    return row
 
 
 def policy_first(policy: Emu3VLAPolicy, expert: ScriptedExpert, oracle: TaskOracle, texts, index, state, tasks):
@@ -95,26 +112,10 @@ def main() -> None:
     oracle = TaskOracle()
     expert = ScriptedExpert(randomize=False)
     rows, started = [], time.perf_counter()
-    arms = ARMS if args.first == "expert" else SECOND_ARMS
+    probe, arms = (policy_first, SECOND_ARMS) if args.first == "policy" else (expert_first, ARMS)
     for index, (state, tasks) in enumerate(load_standard_chains(args.chains)):
-        if args.first == "policy":
-            rows.append(policy_first(policy, expert, oracle, texts, index, state, tasks))
-            print(json.dumps(rows[-1]), f"{time.perf_counter() - started:.0f} s", flush=True)
-            continue
-        first, second = tasks[0], tasks[1]
-        row: dict[str, object] = {"chain": index, "first": first, "second": second}
-        for arm in ARMS:
-            env = PlayTableEnv(lazy_images=True)
-            try:
-                # collection's own loop: the expert's subtask 1, its finishing motion only in the second arm
-                job = Job(index, dict(state), (first,), (False,), chain_seed(state, 0), index)
-                done = run_job(env, expert, job, oracle, record_frames=False, finish_last=arm == "finished")
-                ok = done.outcomes[0].success
-                row[arm] = run_subtask(env, policy, oracle, second, texts[second]) if ok else None
-            finally:
-                env.close()
-        rows.append(row)
-        print(json.dumps(row), f"{time.perf_counter() - started:.0f} s", flush=True)
+        rows.append(probe(policy, expert, oracle, texts, index, state, tasks))
+        print(json.dumps(rows[-1]), f"{time.perf_counter() - started:.0f} s", flush=True)
     for arm in arms:
         done = [r[arm] for r in rows if r.get(arm) is not None]
         print(f"{arm:>10s}: subtask 2 succeeded in {sum(done)} of {len(done)} chains")

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from envs.calvin_data import SUBTASK_STEPS
 from eval.results import ChainResult
 from eval.video import ChainVideo
+from policies.base import privileged_observation
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +88,7 @@ class ChainRunner:
     def _observation(self, slot: _Slot) -> Any:
         if not self.privileged:
             return slot.obs
-        env = slot.env
-        return {
-            **slot.obs,
-            "info": env.get_info(),
-            "landmarks": env.get_landmarks(),
-            "task": slot.job.tasks[slot.subtask],
-        }
+        return privileged_observation(slot.obs, slot.env, slot.job.tasks[slot.subtask])
 
     def _start(self, k: int, job: ChainJob) -> None:
         slot = self.slots[k]

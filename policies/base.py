@@ -35,6 +35,18 @@ class Policy(Protocol):
         """Actions ``(N, 7)`` for the N environments ``env_ids`` (default ``0..N-1``)."""
 
 
+def privileged_observation(obs: Observation, env: Any, task: str, info: Any = None) -> dict[str, Any]:
+    """``obs`` with the keys a ``needs_info`` policy reads: ``info`` (``env.get_info()`` unless the
+    caller already has it from ``env.step``), ``landmarks`` and ``task``. One place that builds them,
+    so every evaluator hands an expert the same observation."""
+    return {
+        **obs,
+        "info": env.get_info() if info is None else info,
+        "landmarks": env.get_landmarks(),
+        "task": task,
+    }
+
+
 def resolve_env_ids(n: int, env_ids: Sequence[int] | None) -> list[int]:
     if env_ids is None:
         return list(range(n))

@@ -12,7 +12,7 @@ import pytest
 from envs import PlayTableEnv, TaskOracle, task_names
 from eval.collection.jobs import task_job
 from eval.collection.pool import JobRunner, RunSettings
-from policies.base import Policy
+from policies.base import Policy, privileged_observation
 from policies.experts import EXPERT_TASKS, MissingPrivilegedInfo, ScriptedExpert
 from policies.experts.geometry import YAW_RANGE, grasp_yaw, unwrapped_yaw, wrap
 
@@ -38,10 +38,6 @@ def runner():
     runner = JobRunner(RunSettings(record_frames=False, finish_last=True))
     yield runner
     runner.close()
-
-
-def privileged(env: PlayTableEnv, obs: dict, task: str) -> dict:
-    return {**obs, "info": env.get_info(), "landmarks": env.get_landmarks(), "task": task}
 
 
 def test_there_is_an_expert_for_each_of_the_34_tasks():
@@ -86,7 +82,7 @@ def test_expert_holds_still_once_its_plan_is_done():
         obs = env.reset(job.state, seed=job.scene_seed)
         actions = []
         for _ in range(200):
-            action = expert.step(privileged(env, obs, "turn_on_led"))
+            action = expert.step(privileged_observation(obs, env, "turn_on_led"))
             actions.append(action)
             obs, *_ = env.step(action)
         assert expert.is_done(0)
@@ -94,7 +90,7 @@ def test_expert_holds_still_once_its_plan_is_done():
         assert np.all(tail[:, :6] == 0) and np.all(tail[:, 6] == tail[0, 6])
         before = env.get_info()["robot_info"]["tcp_pos"]
         for _ in range(10):
-            obs, *_ = env.step(expert.step(privileged(env, obs, "turn_on_led")))
+            obs, *_ = env.step(expert.step(privileged_observation(obs, env, "turn_on_led")))
         assert np.allclose(env.get_info()["robot_info"]["tcp_pos"], before, atol=1e-3)
 
 
@@ -118,7 +114,7 @@ def test_environments_are_independent_in_one_batched_expert():
             obs = env.reset(task_job(task, 0, seed=1).state, seed=4)
             alone[task] = []
             for _ in range(40):
-                action = expert.step(privileged(env, obs, task))
+                action = expert.step(privileged_observation(obs, env, task))
                 alone[task].append(action)
                 obs, *_ = env.step(action)
     with PlayTableEnv() as a, PlayTableEnv() as b:
@@ -129,7 +125,9 @@ def test_environments_are_independent_in_one_batched_expert():
         obs_b = b.reset(task_job("turn_on_led", 0, seed=1).state, seed=4)
         for t in range(40):
             batch = expert.act(
-                [privileged(a, obs_a, "open_drawer"), privileged(b, obs_b, "turn_on_led")], ["", ""], env_ids=[3, 8]
+                [privileged_observation(obs_a, a, "open_drawer"), privileged_observation(obs_b, b, "turn_on_led")],
+                ["", ""],
+                env_ids=[3, 8],
             )
             np.testing.assert_array_equal(batch[0], alone["open_drawer"][t])
             np.testing.assert_array_equal(batch[1], alone["turn_on_led"][t])
@@ -177,7 +175,7 @@ def test_label_is_the_action_itself_without_noise_and_needs_a_step():
     with PlayTableEnv() as env:
         obs = env.reset()
         for _ in range(5):
-            action = expert.step(privileged(env, obs, "open_drawer"))
+            action = expert.step(privileged_observation(obs, env, "open_drawer"))
             np.testing.assert_array_equal(expert.label(0), action)
             obs, *_ = env.step(action)
 
@@ -193,7 +191,7 @@ def test_unknown_task_names_the_known_ones():
     with PlayTableEnv() as env:
         obs = env.reset()
         with pytest.raises(ValueError, match="open_drawer"):
-            ScriptedExpert().step(privileged(env, obs, "juggle_blocks"))
+            ScriptedExpert().step(privileged_observation(obs, env, "juggle_blocks"))
 
 
 def test_a_failed_plan_holds_still_instead_of_flailing():
@@ -203,7 +201,7 @@ def test_a_failed_plan_holds_still_instead_of_flailing():
         start = env.get_info()
         expert = ScriptedExpert()
         for _ in range(5):
-            action = expert.step(privileged(env, obs, "place_in_drawer"))
+            action = expert.step(privileged_observation(obs, env, "place_in_drawer"))
             assert np.all(action[:6] == 0)
             obs, _, _, info = env.step(action)
         assert expert.is_done(0) and not TaskOracle().success("place_in_drawer", start, info)

@@ -9,6 +9,7 @@ import pytest
 from envs import PlayTableEnv, TaskOracle
 from envs.playtable.cameras import static_camera_sees
 from eval.failures import FailureProbe, failure_breakdown, probe_factory, task_blocks
+from policies.base import privileged_observation
 from policies.experts import ScriptedExpert
 
 # Red and blue on the table, pink in the slider: every lift below applies from here.
@@ -39,8 +40,7 @@ def run_expert(env, expert_task: str, probe: FailureProbe | None, steps: int, or
     oracle = TaskOracle()
     obs = env.get_obs() if hasattr(env, "get_obs") else None
     for _ in range(steps):
-        observation = {**(obs or {}), "info": env.get_info(), "landmarks": env.get_landmarks(), "task": expert_task}
-        obs, _, _, info = env.step(expert.step(observation))
+        obs, _, _, info = env.step(expert.step(privileged_observation(obs or {}, env, expert_task)))
         if probe is not None:
             probe.observe(info)
         if oracle_task and oracle.success(oracle_task, start, info):

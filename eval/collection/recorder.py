@@ -36,6 +36,7 @@ import numpy as np
 
 from envs import SUBTASK_STEPS, PlayTableEnv, TaskOracle
 from eval.collection.jobs import Job
+from policies.base import privileged_observation
 from policies.experts import ScriptedExpert
 
 TAIL_STEPS = 60  # at most this many steps after success while the expert finishes its motion
@@ -169,8 +170,7 @@ def run_job(
         success_step: int | None = None
         steps = 0
         while True:
-            observation = {**obs, "info": info, "landmarks": env.get_landmarks(), "task": task}
-            action = expert.step(observation)
+            action = expert.step(privileged_observation(obs, env, task, info))
             into = recorder if success_step is None or not handing_over else tail_recorder
             if into is not None:
                 into.before(obs, expert.label(0) if labels == "clean" else action, expert.perturbed(0))
