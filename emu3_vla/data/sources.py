@@ -1,11 +1,16 @@
-"""Open a dataset folder in whichever supported format it is."""
+"""Open a dataset folder in whichever supported format it is, or several folders as one dataset."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from emu3_vla.data.calvin_format import CalvinSource, calvin_mapping, is_calvin_dataset
-from emu3_vla.data.episodes import DatasetFormatError, EpisodeSource
+from emu3_vla.data.episodes import DatasetFormatError, Episode, EpisodeSource
 from emu3_vla.data.lerobot_source import LeRobotSource, is_lerobot_dataset
 from emu3_vla.data.mapping import DataMapping
 
@@ -13,13 +18,25 @@ FORMATS = ("auto", "lerobot", "calvin")
 
 
 def open_dataset(
-    root: str | Path, mapping: DataMapping | None = None, *, fmt: str = "auto", repo_id: str | None = None
+    root: str | Path | Sequence[str | Path],
+    mapping: DataMapping | None = None,
+    *,
+    fmt: str = "auto",
+    repo_id: str | None = None,
 ) -> EpisodeSource:
-    """A LeRobot v3.0 folder or a CALVIN split folder as an episode source.
+    """A LeRobot v3.0 folder or a CALVIN split folder as an episode source; a list of folders as
+    one source (:class:`ConcatSource`, e.g. ``data.root=[expert/lerobot,on_policy/lerobot]``).
 
     ``mapping`` defaults to our CALVIN-style cameras (static 200x200, wrist 80x80) under each format's
     key names.
     """
+    if not isinstance(root, (str, Path)):
+        roots = list(root)
+        if not roots:
+            raise DatasetFormatError("the list of dataset folders is empty; give at least one")
+        if len(roots) == 1:
+            return open_dataset(roots[0], mapping, fmt=fmt, repo_id=repo_id)
+        return ConcatSource([open_dataset(r, mapping, fmt=fmt, repo_id=repo_id) for r in roots])
     root = Path(root)
     if fmt not in FORMATS:
         raise ValueError(f"unknown dataset format {fmt!r}; choose one of {FORMATS}")
@@ -38,3 +55,46 @@ def open_dataset(
     if fmt == "lerobot":
         return LeRobotSource(root, mapping or DataMapping.calvin(), repo_id=repo_id)
     return CalvinSource(root, mapping or calvin_mapping())
+
+
+class ConcatSource:
+    """Several datasets read as one: the episodes of the first, then of the second, and so on.
+
+    Why: data added later (on-policy hand-over episodes, a second collection) joins a dataset without
+    rewriting its videos. Episodes are re-indexed ``0 .. len - 1`` across the parts; the parts must
+    agree on fps and action size (their frames are resized to the same views by the mapping)."""
+
+    def __init__(self, sources: Sequence[EpisodeSource]) -> None:
+        if not sources:
+            raise DatasetFormatError("ConcatSource needs at least one dataset")
+        self.sources = list(sources)
+        first = self.sources[0]
+        for i, other in enumerate(self.sources[1:], start=1):
+            if float(other.fps) != float(first.fps) or int(other.action_dim) != int(first.action_dim):
+                raise DatasetFormatError(
+                    f"dataset {i} has {other.fps} fps and {other.action_dim}-d actions, dataset 0 "
+                    f"{first.fps} fps and {first.action_dim}-d actions; datasets read together must agree"
+                )
+        self.fps = float(first.fps)
+        self.action_dim = int(first.action_dim)
+        self._starts = np.cumsum([0] + [len(s) for s in self.sources])
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def _locate(self, index: int) -> tuple[EpisodeSource, int]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"episode {index} out of range for {len(self)} episodes")
+        part = int(np.searchsorted(self._starts, index, side="right")) - 1
+        return self.sources[part], index - int(self._starts[part])
+
+    def episode(self, index: int) -> Episode:
+        source, local = self._locate(index)
+        return dataclasses.replace(source.episode(local), index=index)
+
+    def actions(self, index: int) -> np.ndarray:
+        source, local = self._locate(index)
+        return source.actions(local)
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256("|".join(s.fingerprint() for s in self.sources).encode()).hexdigest()

@@ -163,7 +163,22 @@ def build_model(
             f"{bundle.layout.codebook_size}"
         )
     views = {v: ViewSpec(v, c.height, c.width) for v, c in mapping.cameras.items()}
-    return VLAModel(bundle, action_tokenizer, spec, views, inputs)
+    return VLAModel(bundle, action_tokenizer, checkpoint_state_range(spec, bundle.extra), views, inputs)
+
+
+def checkpoint_state_range(spec: SequenceSpec, extra: dict) -> SequenceSpec:
+    """``spec`` with the state bins of the checkpoint it fine-tunes, when both read the same state.
+
+    A state token means "this dim is in bin k of the range the model was trained with"; refitting
+    the range on the fine-tuning data (on-policy states lie elsewhere) would silently move every bin.
+    A checkpoint with other state dims or bins (or none) leaves the range to be fitted on the data."""
+    saved = (extra.get("vla") or {}).get("spec") or {}
+    if not spec.uses_state or not saved.get("state_low"):
+        return spec
+    if tuple(saved.get("state_dims") or ()) != spec.state_dims or int(saved.get("state_bins", 0)) != spec.state_bins:
+        return spec
+    log.info("state bins: kept from the checkpoint (dims %s)", spec.state_dims)
+    return dataclasses.replace(spec, state_low=tuple(saved["state_low"]), state_high=tuple(saved["state_high"]))
 
 
 def build_windows(cfg: DictConfig, vla: VLAModel, source: EpisodeSource, *, progress: bool) -> WindowDataset:

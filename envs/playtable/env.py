@@ -199,6 +199,15 @@ class PlayTableEnv:
             "scene_obs": self.scene.scene_obs(),
         }
 
+    def set_camera_sizes(self, camera_sizes: Mapping[str, int] | None) -> None:
+        """Render at these square sizes from now on (``None``: CALVIN's 200 / 84); take a new observation
+        with :meth:`get_obs` (images of one taken before are stale).
+
+        Lets one episode be watched at one resolution and recorded at another: a policy sees what
+        evaluation renders, and the expert that takes over is recorded at the dataset's sizes."""
+        self.cameras = _camera_specs(camera_sizes)
+        self._new_epoch()
+
     def get_info(self) -> dict[str, Any]:
         """CALVIN's privileged info dict (robot, blocks, contacts, joints, lights); see :mod:`envs.playtable.info`."""
         return build_info(self.robot, self.scene)

@@ -1,0 +1,334 @@
+"""Demonstrations that start where a trained policy leaves the scene (DAgger-style hand-over data).
+
+Why: in CALVIN's chains a policy meets every later subtask in the state its *own* previous subtask
+left (the arm still on the handle, a block moved on the way, the gripper half closed). Expert
+demonstrations never start there, even with ``--handover``: measured on the calvin34 recipe's
+policy, from the states its first subtask leaves it completes the second in 2 of 33 chains and the
+scripted expert in 31 of 33. DAgger (Ross et al., 2011) closes that gap by letting the learner visit
+the states and the expert label them.
+
+What one chain does: reset to a training chain's start (:func:`eval.chains.training_chains`: never
+one of CALVIN's 1,000 evaluation chains); the policy runs CALVIN's protocol (validation instruction,
+360 steps per subtask, success checked every step) for up to ``policy_subtasks`` subtasks; then the
+scripted expert takes over in the same simulator, at the very state the policy left:
+
+* after the policy's success, the expert records the **next** subtask, from the step CALVIN hands it
+  over (``kind="handover"``);
+* after the policy's failure (``recover=True``), the expert records the **failed** subtask from
+  where the policy stopped; its success is still judged against the state at the subtask's start
+  (``kind="recovery"``).
+
+The expert then records up to ``expert_subtasks`` subtasks, each with its finishing motion, under
+CALVIN's training paraphrases. Only subtasks the expert completes become episodes. The policy sees
+what evaluation renders (CALVIN's 200 / 84 px, resized by the model); from the hand-over on the
+simulator renders at the dataset's sizes, as ``collect`` records.
+
+Parallel: ``workers`` processes, each with its own copy of the policy and ``envs`` simulators
+stepped together (one batched policy query per step), as the chain evaluation runs. Output::
+
+    <out>/lerobot/                   LeRobot v3.0 dataset, the features ``collect`` writes
+    <out>/on_policy_report.json      per chain: what the policy did, who took over where, what was kept
+
+Train on it together with the expert demonstrations (``data.root=[expert/lerobot,on_policy/lerobot]``)
+so that the new states are added to, not swapped for, the old ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from envs import SUBTASK_STEPS, PlayTableEnv, TaskOracle, task_instructions
+from eval.chains import training_chains
+from eval.collection.collect import instruction_for
+from eval.collection.jobs import derive_seed
+from eval.collection.recorder import TAIL_STEPS, Episode, _Recorder
+from eval.collection.writers import MAX_EPISODE_FRAMES, LeRobotWriter
+from policies.base import privileged_observation
+from policies.experts import ScriptedExpert
+
+log = logging.getLogger(__name__)
+
+REPORT_NAME = "on_policy_report.json"
+#: Training chains are drawn under this offset from the run's seed, apart from those ``collect`` draws.
+CHAIN_SEED_OFFSET = 7_919
+
+
+@dataclasses.dataclass
+class OnPolicyConfig:
+    """Everything :func:`collect_on_policy` needs (see the module docstring)."""
+
+    policy: str  # a VLA checkpoint folder (or "expert" / "random", as `emu3-vla eval --policy` takes)
+    out: Path
+    chains: int = 400
+    seed: int = 0
+    policy_subtasks: int = 1  # the policy's successes before the expert takes over
+    expert_subtasks: int = 1  # subtasks the expert records after taking over
+    recover: bool = True  # after the policy's failure the expert records that subtask from there
+    static_size: int = 96
+    gripper_size: int = 48
+    envs: int = 4  # simulators per worker, stepped together
+    workers: int = 2
+    decoder: str = "parallel"
+    chains_per_call: int = 16  # chains a worker runs before sending its episodes back
+    overwrite: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        for name in ("chains", "policy_subtasks", "expert_subtasks", "envs", "workers", "chains_per_call"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.policy_subtasks >= 5:
+            raise ValueError("policy_subtasks must be below 5 (a chain has 5 subtasks; the expert needs one)")
+        if self.policy not in ("expert", "random") and not (Path(self.policy) / "emu3_vla.json").is_file():
+            raise ValueError(
+                f"policy {self.policy!r} is not a VLA checkpoint folder (no emu3_vla.json), 'expert' or 'random'"
+            )
+
+
+@dataclasses.dataclass
+class ChainOutcome:
+    """What happened in one chain, and the episodes it recorded."""
+
+    index: int
+    state: dict[str, Any]
+    tasks: list[str]
+    policy_successes: int = 0
+    kind: str | None = None  # "handover", "recovery" or None (the expert never took over)
+    expert_from: int | None = None  # the subtask the expert started at
+    expert_successes: int = 0
+    episodes: list[tuple[int, Episode]] = dataclasses.field(default_factory=list)  # (position, episode)
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "chain": self.index,
+            "start_state": self.state,
+            "tasks": self.tasks,
+            "policy_successes": self.policy_successes,
+            "kind": self.kind,
+            "expert_from": self.expert_from,
+            "expert_successes": self.expert_successes,
+            "episodes": [{"position": p, "task": e.task, "length": len(e)} for p, e in self.episodes],
+        }
+
+
+@dataclasses.dataclass
+class _Slot:
+    env: PlayTableEnv
+    chain: ChainOutcome
+    position: int = 0
+    steps: int = 0
+    expert: bool = False
+    obs: Any = None
+    start_info: Any = None
+    info: Any = None  # the simulator's info after the last step (the expert's privileged input)
+    recorder: _Recorder | None = None
+    success_step: int | None = None
+
+
+class OnPolicyRunner:
+    """Runs chains in ``envs`` simulators with one batched policy and the scripted expert (one process).
+
+    A privileged policy (``needs_info``, e.g. a noisy scripted expert standing in for the learner)
+    gets the simulator's info with each observation, as the chain evaluation hands it."""
+
+    def __init__(self, config: OnPolicyConfig) -> None:
+        from eval.policy_factory import make_policy
+
+        self.config = config
+        decoder = None if config.policy in ("expert", "random") else config.decoder
+        self.policy = make_policy(config.policy, seed=config.seed, decoder=decoder)
+        self.privileged = bool(getattr(self.policy, "needs_info", False))
+        self.expert = ScriptedExpert(randomize=True)
+        self.oracle = TaskOracle()
+        self.texts = {task: sentences[0] for task, sentences in task_instructions("validation").items()}
+        self.sizes = {"static": config.static_size, "gripper": config.gripper_size}
+
+    def run(self, chains: list[ChainOutcome]) -> list[ChainOutcome]:
+        pending, slots = list(chains), [None] * min(self.config.envs, len(chains))
+        while pending or any(s is not None for s in slots):
+            for k, slot in enumerate(slots):
+                if slot is None and pending:
+                    slots[k] = self._start(k, pending.pop(0))
+            active = [k for k, s in enumerate(slots) if s is not None and not s.expert]
+            if active:
+                tasks = [slots[k].chain.tasks[slots[k].position] for k in active]
+                observations = [self._observation(slots[k], task) for k, task in zip(active, tasks, strict=True)]
+                actions = self.policy.act(observations, [self.texts[t] for t in tasks], env_ids=active)
+                for k, action in zip(active, actions, strict=True):
+                    if not self._policy_step(k, slots[k], action):
+                        slots[k] = self._close(slots[k])
+            for k, slot in enumerate(slots):
+                if slot is not None and slot.expert and not self._expert_step(k, slot):
+                    slots[k] = self._close(slot)
+        return chains
+
+    def _observation(self, slot: _Slot, task: str) -> Any:
+        return privileged_observation(slot.obs, slot.env, task) if self.privileged else slot.obs
+
+    def _start(self, k: int, chain: ChainOutcome) -> _Slot:
+        seed = derive_seed(self.config.seed, "on_policy", chain.index)
+        env = PlayTableEnv()
+        slot = _Slot(env, chain, obs=env.reset(chain.state, seed=seed))
+        slot.start_info = env.get_info()
+        self.policy.reset(k)
+        if hasattr(self.policy, "reseed"):
+            self.policy.reseed(k, seed)
+        self.expert.reseed(k, derive_seed(self.config.seed, "on_policy_expert", chain.index))
+        return slot
+
+    def _close(self, slot: _Slot) -> None:
+        slot.env.close()
+        return None
+
+    def _policy_step(self, k: int, slot: _Slot, action) -> bool:
+        """One policy action; False when the chain is over."""
+        task = slot.chain.tasks[slot.position]
+        slot.obs, _, _, info = slot.env.step(action)
+        slot.steps += 1
+        if self.oracle.success(task, slot.start_info, info):
+            slot.chain.policy_successes += 1
+            slot.position += 1
+            slot.start_info, slot.steps = info, 0
+            if slot.position >= len(slot.chain.tasks):
+                return False
+            if slot.chain.policy_successes < self.config.policy_subtasks:
+                self.policy.reset(k)
+                return True
+            return self._take_over(k, slot, "handover")
+        if slot.steps >= SUBTASK_STEPS:
+            return self._take_over(k, slot, "recovery") if self.config.recover else False
+        return True
+
+    def _take_over(self, k: int, slot: _Slot, kind: str) -> bool:
+        slot.chain.kind, slot.chain.expert_from = kind, slot.position
+        slot.expert = True
+        slot.env.set_camera_sizes(self.sizes)
+        slot.obs, slot.info = slot.env.get_obs(), slot.env.get_info()
+        self._begin_expert_subtask(k, slot)
+        return True
+
+    def _begin_expert_subtask(self, k: int, slot: _Slot) -> None:
+        self.expert.reset(k)
+        slot.steps, slot.success_step = 0, None
+        slot.recorder = _Recorder(frames=True)
+
+    def _expert_step(self, k: int, slot: _Slot) -> bool:
+        """One expert action, recorded; False when the chain is over."""
+        task = slot.chain.tasks[slot.position]
+        action = self.expert.act([privileged_observation(slot.obs, slot.env, task, slot.info)], env_ids=[k])[0]
+        slot.recorder.before(slot.obs, self.expert.label(k), self.expert.perturbed(k))
+        slot.obs, _, _, slot.info = slot.env.step(action)
+        slot.recorder.after(slot.info, action)
+        slot.steps += 1
+        if slot.success_step is None:
+            if self.oracle.success(task, slot.start_info, slot.info):
+                slot.success_step = slot.steps
+            return slot.steps < SUBTASK_STEPS
+        if not (self.expert.is_done(k) or slot.steps - slot.success_step >= TAIL_STEPS):
+            return True
+        slot.chain.episodes.append((slot.position, slot.recorder.episode(task, slot.success_step)))
+        slot.chain.expert_successes += 1
+        slot.position += 1
+        if slot.chain.expert_successes >= self.config.expert_subtasks or slot.position >= len(slot.chain.tasks):
+            return False
+        slot.start_info = slot.info
+        self._begin_expert_subtask(k, slot)
+        return True
+
+
+_RUNNER: OnPolicyRunner | None = None
+
+
+def _init_worker(config: OnPolicyConfig, threads: int) -> None:
+    global _RUNNER
+    import torch
+
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(threads)
+    _RUNNER = OnPolicyRunner(config)
+
+
+def _run_in_worker(chains: list[ChainOutcome]) -> list[ChainOutcome]:
+    assert _RUNNER is not None, "worker not initialised"
+    return _RUNNER.run(chains)
+
+
+def chain_outcomes(config: OnPolicyConfig) -> list[ChainOutcome]:
+    """The chains to run: ``config.chains`` training chains (never a standard one), in order."""
+    drawn = training_chains(config.chains, config.seed + CHAIN_SEED_OFFSET)
+    return [ChainOutcome(i, dict(state), list(tasks)) for i, (state, tasks) in enumerate(drawn)]
+
+
+def collect_on_policy(config: OnPolicyConfig) -> dict[str, Any]:
+    """Run the chains, write the episodes as a LeRobot dataset and the report; returns the report."""
+    import os
+
+    from tqdm.auto import tqdm
+
+    lerobot_root = _prepare(config)
+    writer = LeRobotWriter(
+        lerobot_root,
+        static_size=config.static_size,
+        gripper_size=config.gripper_size,
+        max_episode_frames=max(MAX_EPISODE_FRAMES, SUBTASK_STEPS + 2 * TAIL_STEPS + 1),
+    )
+    paraphrases = task_instructions("training")
+    chains = chain_outcomes(config)
+    calls = [chains[i : i + config.chains_per_call] for i in range(0, len(chains), config.chains_per_call)]
+    threads = max(1, (os.cpu_count() or 1) // config.workers)
+    rows, kinds, kept = [], Counter(), Counter()
+    started = time.perf_counter()
+    bar = tqdm(total=len(chains), desc="chains", unit="chain", disable=not config.progress)
+    with ProcessPoolExecutor(
+        config.workers, mp_context=get_context("forkserver"), initializer=_init_worker, initargs=(config, threads)
+    ) as pool:
+        for done in pool.map(_run_in_worker, calls):
+            for chain in done:
+                for position, episode in chain.episodes:
+                    text = instruction_for(episode.task, config.seed, chain.index, position, paraphrases)
+                    writer.add(episode, text)
+                    kept[chain.kind] += 1
+                kinds[chain.kind or "none"] += 1
+                rows.append(chain.row())
+                bar.update(1)
+            bar.set_postfix(episodes=sum(kept.values()))
+    bar.close()
+    writer.finalize()
+    report = {
+        "policy": str(config.policy),
+        "chains": len(rows),
+        "episodes": sum(kept.values()),
+        "episodes_by_kind": dict(kept),
+        "chains_by_kind": dict(kinds),
+        "policy_first_subtask_success": round(sum(r["policy_successes"] > 0 for r in rows) / max(len(rows), 1), 4),
+        "seconds": round(time.perf_counter() - started, 1),
+        "lerobot_root": str(lerobot_root),
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(config).items()},
+        "chain_list": rows,
+    }
+    (config.out / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return report
+
+
+def _prepare(config: OnPolicyConfig) -> Path:
+    root = config.out / "lerobot"
+    existing = [p for p in (root, config.out / REPORT_NAME) if p.exists()]
+    if existing and not config.overwrite:
+        raise FileExistsError(
+            f"{config.out} already holds an on-policy collection; pass --overwrite to replace it or choose another "
+            "--out"
+        )
+    for path in existing:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    config.out.mkdir(parents=True, exist_ok=True)
+    return root
