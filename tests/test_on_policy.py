@@ -52,6 +52,9 @@ def test_fine_tuning_on_added_data_keeps_the_checkpoint_state_bins(tiny_dataset,
     tuned = train(load_config("train", [*overrides, f"model.checkpoint={base.run_dir / 'model'}"]))
     after = VLAModel.load(tuned.run_dir / "model").spec
     assert after.state_low == before.state_low and after.state_high == before.state_high
+    # one token cache per dataset: the first one's was reused, only the added one was encoded
+    caches = [p for p in (tmp_path / "c").iterdir() if (p / "manifest.json").is_file()]
+    assert sorted(json.loads((p / "manifest.json").read_text())["episodes"] for p in caches) == [3, 4]
     # the second dataset's states (another seed) would have given other bins if they were refitted
     fresh = train(
         load_config("train", tiny_train_overrides(both, tiny_vq_dir, tmp_path / "f", tmp_path / "c", **state))

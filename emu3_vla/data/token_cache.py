@@ -169,9 +169,17 @@ class TokenCache:
         settings: CacheSettings | None = None,
         views: Sequence[str] | None = None,
         progress: bool = True,
-    ) -> TokenCache:
-        """Reuse the cache for these inputs if it is complete; otherwise (re)build or resume it."""
+    ) -> TokenCache | ConcatTokenCache:
+        """Reuse the cache for these inputs if it is complete; otherwise (re)build or resume it.
+
+        Several datasets read as one (:class:`~emu3_vla.data.sources.ConcatSource`) get one cache per
+        dataset, read together: adding a dataset encodes only its own frames."""
+        from emu3_vla.data.sources import ConcatSource
+
         settings = settings or CacheSettings()
+        if isinstance(source, ConcatSource):
+            kwargs = {"settings": settings, "views": views, "progress": progress}
+            return ConcatTokenCache([cls.build(s, vision, actions, cache_dir, **kwargs) for s in source.sources])
         views = list(views or source.mapping.views)  # type: ignore[attr-defined]
         key, parts = cls.cache_key(source, vision, actions, settings, views)
         root = Path(cache_dir) / key
@@ -231,6 +239,29 @@ class TokenCache:
         }
         _atomic_write_text(root / "manifest.json", json.dumps(manifest, indent=2) + "\n")
         return cls(root)
+
+
+class ConcatTokenCache:
+    """The caches of several datasets read as one, in order (what :meth:`TokenCache.build` returns
+    for a :class:`~emu3_vla.data.sources.ConcatSource`)."""
+
+    def __init__(self, parts: Sequence[TokenCache]) -> None:
+        self.parts = list(parts)
+        first = self.parts[0]
+        self.views, self.settings = first.views, first.settings
+        self._starts = np.cumsum([0] + [len(p) for p in self.parts])
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def episode(self, index: int) -> CachedEpisode:
+        if not 0 <= index < len(self):
+            raise IndexError(f"episode {index} out of range for {len(self)} cached episodes")
+        part = int(np.searchsorted(self._starts, index, side="right")) - 1
+        return self.parts[part].episode(index - int(self._starts[part]))
+
+    def episodes(self) -> list[CachedEpisode]:
+        return [self.episode(i) for i in range(len(self))]
 
 
 def clean_chunks(episode: Episode, starts: np.ndarray, chunk: int) -> np.ndarray:

@@ -52,9 +52,15 @@ def all_chunks(source: EpisodeSource, chunk: int) -> np.ndarray:
 
 
 def make_action_tokenizer(cfg: DictConfig, source: EpisodeSource, chunk: int):
-    """Load ``data.action_tokenizer`` or fit FAST / binning on the dataset's chunks."""
-    if cfg.data.action_tokenizer:
-        tok = load_action_tokenizer(cfg.data.action_tokenizer)
+    """Load ``data.action_tokenizer``, else the one of the checkpoint being fine-tuned (its action
+    tokens mean what they meant in training; a FAST refitted on new data would reassign them), else
+    fit FAST / binning on the dataset's chunks."""
+    path = cfg.data.action_tokenizer
+    if not path and cfg.model.get("checkpoint") and (Path(cfg.model.checkpoint) / "action_tokenizer").is_dir():
+        path = Path(cfg.model.checkpoint) / "action_tokenizer"
+        log.info("action tokenizer: the checkpoint's (%s)", path)
+    if path:
+        tok = load_action_tokenizer(path)
         if tok.time_horizon not in (None, chunk):
             raise ConfigError(f"the action tokenizer's horizon {tok.time_horizon} differs from the chunk {chunk}")
         return tok
