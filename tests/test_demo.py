@@ -129,3 +129,17 @@ def test_demo_quick_runs_end_to_end_and_writes_every_artefact(tmp_path: Path):
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert again.stdout.count(": cached (") >= 8, again.stdout
     assert json.loads((run_dir / "results.json").read_text())["single_task"] == suite
+
+    # The on-policy round: data from the trained policy's states, a fine-tune, evaluations of its weights;
+    # everything before it stays cached.
+    rounds = subprocess.run(
+        [*cmd, "on_policy.chains=2", "on_policy.steps=4"], capture_output=True, text=True, timeout=600
+    )
+    assert rounds.returncode == 0, rounds.stdout[-3000:] + rounds.stderr[-3000:]
+    assert "train VLA (main): cached" in rounds.stdout and "collect demonstrations: cached" in rounds.stdout
+    tuned = json.loads((run_dir / "results.json").read_text())
+    data = tuned["on_policy"]["data"]
+    assert data["chains"] == 2 and data["episodes"] == sum(data["episodes_by_kind"].values())
+    assert tuned["on_policy"]["training"]["steps"] == 4
+    assert Path(tuned["on_policy"]["training"]["checkpoint"]).parts[-4] == "train_main_on_policy"
+    assert "on-policy round" in rounds.stdout and set(tuned["single_task"]["per_task"]) == set(tasks)

@@ -113,6 +113,20 @@ def test_after_the_policy_fails_the_expert_takes_over_the_same_subtask(tmp_path)
     assert no_recovery["chain_list"][0]["kind"] is None and no_recovery["episodes"] == 0
 
 
+def test_chains_can_be_limited_to_the_tasks_a_policy_was_trained_on(tmp_path):
+    from eval.collection.on_policy import OnPolicyConfig, chain_outcomes
+
+    tasks = ["open_drawer", "close_drawer", "turn_on_led", "turn_off_led", "move_slider_left", "move_slider_right"]
+    config = OnPolicyConfig(policy="expert", out=tmp_path, chains=20, tasks=tasks)
+    chains = chain_outcomes(config)
+    assert len(chains) == 20 and all(set(c.tasks[:2]) <= set(tasks) for c in chains)
+    assert [c.index for c in chains] == list(range(20))
+    with pytest.raises(ValueError, match="at least 2 tasks"):
+        chain_outcomes(OnPolicyConfig(policy="expert", out=tmp_path, chains=1, tasks=["open_drawer"]))
+    with pytest.raises(ValueError, match="unknown tasks"):
+        OnPolicyConfig(policy="expert", out=tmp_path, tasks=["open_the_fridge"])
+
+
 def test_collect_on_policy_refuses_what_is_not_a_policy(tmp_path, capsys):
     from emu3_vla.cli import main
 

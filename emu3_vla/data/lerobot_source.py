@@ -49,6 +49,10 @@ class LeRobotSource:
                 f"{root} is not a LeRobot dataset: meta/info.json is missing (expected the v3.0 layout "
                 "meta/, data/chunk-XXX/, videos/<key>/chunk-XXX/)"
             )
+        info = json.loads((root / "meta" / "info.json").read_text())
+        if not info.get("total_episodes"):
+            # lerobot would look for the missing data files on the Hugging Face hub instead
+            raise DatasetFormatError(f"{root} is a LeRobot dataset without episodes; nothing to read")
         self.root = root
         self.mapping = mapping
         self.dataset = LeRobotDataset(

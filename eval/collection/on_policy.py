@@ -41,12 +41,13 @@ import logging
 import shutil
 import time
 from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from envs import SUBTASK_STEPS, PlayTableEnv, TaskOracle, task_instructions
+from envs import SUBTASK_STEPS, PlayTableEnv, TaskOracle, task_instructions, task_names
 from eval.chains import training_chains
 from eval.collection.collect import instruction_for
 from eval.collection.jobs import derive_seed
@@ -60,6 +61,7 @@ log = logging.getLogger(__name__)
 REPORT_NAME = "on_policy_report.json"
 #: Training chains are drawn under this offset from the run's seed, apart from those ``collect`` draws.
 CHAIN_SEED_OFFSET = 7_919
+MAX_DRAWN_CHAINS = 16_000  # chains drawn at most to find enough over a task subset
 
 
 @dataclasses.dataclass
@@ -69,6 +71,7 @@ class OnPolicyConfig:
     policy: str  # a VLA checkpoint folder (or "expert" / "random", as `emu3-vla eval --policy` takes)
     out: Path
     chains: int = 400
+    tasks: Sequence[str] | None = None  # only chains whose driven and recorded subtasks are among these
     seed: int = 0
     policy_subtasks: int = 1  # the policy's successes before the expert takes over
     expert_subtasks: int = 1  # subtasks the expert records after taking over
@@ -89,6 +92,11 @@ class OnPolicyConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.policy_subtasks >= 5:
             raise ValueError("policy_subtasks must be below 5 (a chain has 5 subtasks; the expert needs one)")
+        if self.tasks is not None:
+            self.tasks = list(dict.fromkeys(self.tasks))
+            unknown = sorted(set(self.tasks) - set(task_names()))
+            if unknown or not self.tasks:
+                raise ValueError(f"unknown tasks {unknown or '(none given)'}; choose from: {', '.join(task_names())}")
         if self.policy not in ("expert", "random") and not (Path(self.policy) / "emu3_vla.json").is_file():
             raise ValueError(
                 f"policy {self.policy!r} is not a VLA checkpoint folder (no emu3_vla.json), 'expert' or 'random'"
@@ -264,8 +272,29 @@ def _run_in_worker(chains: list[ChainOutcome]) -> list[ChainOutcome]:
 
 
 def chain_outcomes(config: OnPolicyConfig) -> list[ChainOutcome]:
-    """The chains to run: ``config.chains`` training chains (never a standard one), in order."""
-    drawn = training_chains(config.chains, config.seed + CHAIN_SEED_OFFSET)
+    """The chains to run: ``config.chains`` training chains (never a standard one), in order.
+
+    With ``config.tasks`` only chains whose first ``policy_subtasks + expert_subtasks`` subtasks are
+    all among them (a policy trained on 8 tasks drives only those); more chains are drawn until
+    enough qualify, and an error says so if too few exist."""
+    seed = config.seed + CHAIN_SEED_OFFSET
+    if config.tasks is None:
+        drawn = training_chains(config.chains, seed)
+    else:
+        wanted, span = set(config.tasks), config.policy_subtasks + config.expert_subtasks
+        if len(wanted) < span:  # a chain's subtasks are distinct tasks
+            raise ValueError(f"a chain's first {span} subtasks are distinct tasks; give at least {span} tasks")
+        count = 4 * config.chains
+        while True:
+            drawn = [(s, t) for s, t in training_chains(count, seed) if set(t[:span]) <= wanted][: config.chains]
+            if len(drawn) == config.chains or count >= MAX_DRAWN_CHAINS:
+                break
+            count = min(4 * count, MAX_DRAWN_CHAINS)
+        if len(drawn) < config.chains:
+            raise ValueError(
+                f"only {len(drawn)} of {MAX_DRAWN_CHAINS} training chains start with {span} of the tasks "
+                f"{sorted(wanted)}; ask for fewer chains or allow more tasks"
+            )
     return [ChainOutcome(i, dict(state), list(tasks)) for i, (state, tasks) in enumerate(drawn)]
 
 

@@ -16,6 +16,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder (lerobot/, on_policy_report.json)")
     parser.add_argument("--chains", type=int, default=400, help="training chains to run (default 400)")
     parser.add_argument(
+        "--tasks",
+        nargs="+",
+        metavar="TASK",
+        help="only chains whose driven and recorded subtasks are among these (the tasks the policy was trained on; "
+        "default: all 34)",
+    )
+    parser.add_argument(
         "--policy-subtasks", type=int, default=1, help="the policy's successes before the expert takes over (default 1)"
     )
     parser.add_argument(
@@ -46,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         policy=args.policy,
         out=args.out,
         chains=args.chains,
+        tasks=args.tasks,
         seed=args.seed,
         policy_subtasks=args.policy_subtasks,
         expert_subtasks=args.expert_subtasks,
@@ -64,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         f"{report['lerobot_root']} in {report['seconds']:.0f} s (the policy's first subtask succeeded in "
         f"{100 * report['policy_first_subtask_success']:.1f} %); report: {args.out / REPORT_NAME}"
     )
-    return 0
+    return 0 if report["episodes"] else 1
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -284,6 +284,23 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     trained_stage, train_cfg = train_stage(run, [collect, fast, vq])
     trained = timed("train", trained_stage.run, lambda: run_train(train_cfg), resumable=True)
     checkpoint = Path(trained["checkpoint"])
+    final_step = int(trained["steps"])
+    on_policy: dict[str, Any] = {}
+    if int(cfg.on_policy.chains) > 0:  # a DAgger-style round: the evaluations below use its weights
+        from eval.demo import on_policy as op
+
+        op_collect = op.collect_stage(run, trained_stage)  # chains over the trained tasks only
+        on_policy["data"] = timed("on-policy data", op_collect.run, lambda: op.run_collect(run, op_collect, checkpoint))
+        if on_policy["data"]["episodes"]:
+            roots = [str(collected["lerobot_root"]), on_policy["data"]["lerobot_root"]]
+            trained_stage, train_cfg = op.finetune_stage(run, [trained_stage, op_collect], train_cfg, checkpoint, roots)
+            on_policy["training"] = timed(
+                "on-policy fine-tune", trained_stage.run, lambda: run_train(train_cfg), resumable=True
+            )
+            checkpoint = Path(on_policy["training"]["checkpoint"])
+            final_step += int(on_policy["training"]["steps"])
+        else:
+            print("[demo] on-policy round: the expert completed no subtask from the policy's states; no fine-tune")
 
     e = cfg.eval
     suite = timed(
@@ -314,10 +331,11 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     curve: dict[str, Any] = {}
     if int(e.get("curve_chains", 0)) > 0 and chains:
         final = {
-            "step": trained["steps"],
+            "step": final_step,
             **first_chains(run.folder / f"eval_{run.tag}" / "chains", int(e.curve_chains)),
         }
-        curve = timed("learning curve", learning_curve, run, trained_stage, Path(train_cfg.run_dir), final)
+        main_dir = run.folder / f"train_{run.tag}"  # the curve follows the main run's checkpoints
+        curve = timed("learning curve", learning_curve, run, trained_stage, main_dir, final)
     untrained: dict[str, Any] = {}
     others = [t for t in task_names() if t not in set(run.tasks)]
     if int(e.get("untrained_per_task", 0)) > 0 and others:
@@ -356,6 +374,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
             "fast": fast_info,
             "vq": vq_report,
             "training": trained,
+            "on_policy": on_policy,
             "suite": suite,
             "chains": chains,
             "curve": curve,

@@ -87,6 +87,7 @@ def write_report(run: Any, parts: dict[str, Any]) -> dict[str, Any]:
         "fast": parts["fast"],
         "vq": parts["vq"],
         "training": parts["training"],
+        "on_policy": parts.get("on_policy") or None,
         "single_task": {
             "sr@1": suite.get("sr@1"),
             "per_task": suite.get("per_task"),
@@ -142,6 +143,13 @@ def print_summary(report: dict[str, Any], run_dir: Path, name: str) -> None:
         f"training: {training.get('steps')} steps, final loss {training.get('final_loss')}, "
         f"action token accuracy {training.get('final_action_acc')}"
     )
+    on_policy = report.get("on_policy") or {}
+    if on_policy:
+        data, tuned = on_policy["data"], on_policy.get("training") or {}
+        print(
+            f"on-policy round: {data.get('episodes')} expert episodes from the policy's states "
+            f"{data.get('episodes_by_kind')}, then {tuned.get('steps', 0)} fine-tuning steps (evaluated below)"
+        )
     rnd = report.get("random_single_task") or {}
     print(f"{'task':28s} {'family':>11s} {'trained':>7s} {'policy':>8s} {'random':>8s}")
     for task, row in report["table"].items():

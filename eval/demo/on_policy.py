@@ -1,0 +1,75 @@
+"""The demo's optional on-policy round (``on_policy.chains > 0``): DAgger-style data, then a fine-tune.
+
+After the main training the trained policy drives training chains and the scripted expert records
+from the states it leaves (:mod:`eval.collection.on_policy`); the model then continues from its
+final weights on the expert demonstrations *and* those episodes, for ``on_policy.steps`` at
+``on_policy.lr``. Both are cached stages like the others; the evaluations that follow use the
+fine-tuned weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from eval.demo.stages import Stage
+
+
+def collect_stage(run: Any, trained: Stage) -> Stage:
+    o = run.cfg.on_policy
+    settings = {
+        "chains": int(o.chains),
+        "tasks": None if len(run.tasks) == 34 else list(run.tasks),
+        "policy_subtasks": int(o.policy_subtasks),
+        "expert_subtasks": int(o.expert_subtasks),
+        "recover": bool(o.recover),
+        "views": run.views(),
+        "decoder": str(run.cfg.eval.decoder),
+        "seed": int(run.cfg.seed),
+    }
+    return Stage(f"collect on-policy data ({run.tag})", run.folder / f"on_policy_{run.tag}", settings, [trained])
+
+
+def run_collect(run: Any, stage: Stage, checkpoint: Path) -> dict[str, Any]:
+    from eval.collection.on_policy import OnPolicyConfig, collect_on_policy
+
+    s, views = stage.settings, run.views()
+    report = collect_on_policy(
+        OnPolicyConfig(
+            policy=str(checkpoint),
+            out=stage.folder / "collect",
+            chains=s["chains"],
+            tasks=s["tasks"],
+            seed=s["seed"],
+            policy_subtasks=s["policy_subtasks"],
+            expert_subtasks=s["expert_subtasks"],
+            recover=s["recover"],
+            static_size=views["static"],
+            gripper_size=views["gripper"],
+            envs=int(run.cfg.eval.envs),
+            workers=int(run.cfg.workers),
+            decoder=s["decoder"],
+            overwrite=True,
+        )
+    )
+    report.pop("chain_list", None)
+    return report
+
+
+def finetune_stage(
+    run: Any, upstream: list[Stage], train_cfg: DictConfig, checkpoint: Path, roots: list[str]
+) -> tuple[Stage, DictConfig]:
+    """The main training config, continued from ``checkpoint`` on ``roots`` (expert + on-policy data)."""
+    o = run.cfg.on_policy
+    cfg = OmegaConf.create(OmegaConf.to_container(train_cfg, resolve=True))
+    cfg.model.checkpoint = str(checkpoint)
+    cfg.data.root = list(roots)
+    cfg.steps = int(o.steps)
+    cfg.optim.lr = float(o.lr)
+    cfg.checkpoint.every = int(o.steps)
+    cfg.run_dir = str(run.folder / f"train_{run.tag}_on_policy")
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    settings.pop("progress", None)
+    return Stage(f"fine-tune on on-policy data ({run.tag})", Path(cfg.run_dir), settings, upstream), cfg
