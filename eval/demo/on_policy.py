@@ -21,6 +21,7 @@ def collect_stage(run: Any, trained: Stage) -> Stage:
     o = run.cfg.on_policy
     settings = {
         "chains": int(o.chains),
+        "driver": str(o.get("policy") or "trained"),
         "tasks": None if len(run.tasks) == 34 else list(run.tasks),
         "policy_subtasks": int(o.policy_subtasks),
         "expert_subtasks": int(o.expert_subtasks),
@@ -38,7 +39,7 @@ def run_collect(run: Any, stage: Stage, checkpoint: Path) -> dict[str, Any]:
     s, views = stage.settings, run.views()
     report = collect_on_policy(
         OnPolicyConfig(
-            policy=str(checkpoint),
+            policy=str(checkpoint) if s["driver"] == "trained" else s["driver"],
             out=stage.folder / "collect",
             chains=s["chains"],
             tasks=s["tasks"],
