@@ -240,8 +240,8 @@ class OnPolicyRunner:
         slot.steps += 1
         if slot.success_step is None:
             if self.oracle.success(task, slot.start_info, slot.info):
-                slot.success_step = slot.steps
-            return slot.steps < SUBTASK_STEPS
+                slot.success_step = slot.steps  # then the finishing motion, recorded too
+            return slot.success_step is not None or slot.steps < SUBTASK_STEPS
         if not (self.expert.is_done(k) or slot.steps - slot.success_step >= TAIL_STEPS):
             return True
         slot.chain.episodes.append((slot.position, slot.recorder.episode(task, slot.success_step)))
