@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
-from collections.abc import Sequence
 from pathlib import Path
 
 from emu3_vla.cli_args import DECODER_NAMES, add_command
@@ -89,18 +87,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "data.root=[runs/demo/data/collect/lerobot,runs/on_policy/lerobot].",
     )
     add_arguments(parser)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m eval.collection.on_policy_cli", description=__doc__)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return run(args)
-    except (FileExistsError, ValueError) as err:
-        parser.exit(2, f"collect-on-policy: error: {err}\n")
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
