@@ -75,6 +75,15 @@ class EpisodeSource(Protocol):
         ...
 
 
+def locate(starts: np.ndarray, index: int) -> tuple[int, int]:
+    """Which part ``index`` falls in, and its index there, for parts read one after another;
+    ``starts`` is ``[0, len(part 0), len(part 0) + len(part 1), ..., total]``."""
+    if not 0 <= index < int(starts[-1]):
+        raise IndexError(f"episode {index} out of range for {int(starts[-1])} episodes")
+    part = int(np.searchsorted(starts, index, side="right")) - 1
+    return part, index - int(starts[part])
+
+
 def iter_episodes(source: EpisodeSource) -> Iterator[Episode]:
     for i in range(len(source)):
         yield source.episode(i)

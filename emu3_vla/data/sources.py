@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from emu3_vla.data.calvin_format import CalvinSource, calvin_mapping, is_calvin_dataset
-from emu3_vla.data.episodes import DatasetFormatError, Episode, EpisodeSource
+from emu3_vla.data.episodes import DatasetFormatError, Episode, EpisodeSource, locate
 from emu3_vla.data.lerobot_source import LeRobotSource, is_lerobot_dataset
 from emu3_vla.data.mapping import DataMapping
 
@@ -82,19 +82,13 @@ class ConcatSource:
     def __len__(self) -> int:
         return int(self._starts[-1])
 
-    def _locate(self, index: int) -> tuple[EpisodeSource, int]:
-        if not 0 <= index < len(self):
-            raise IndexError(f"episode {index} out of range for {len(self)} episodes")
-        part = int(np.searchsorted(self._starts, index, side="right")) - 1
-        return self.sources[part], index - int(self._starts[part])
-
     def episode(self, index: int) -> Episode:
-        source, local = self._locate(index)
-        return dataclasses.replace(source.episode(local), index=index)
+        part, local = locate(self._starts, index)
+        return dataclasses.replace(self.sources[part].episode(local), index=index)
 
     def actions(self, index: int) -> np.ndarray:
-        source, local = self._locate(index)
-        return source.actions(local)
+        part, local = locate(self._starts, index)
+        return self.sources[part].actions(local)
 
     def fingerprint(self) -> str:
         return hashlib.sha256("|".join(s.fingerprint() for s in self.sources).encode()).hexdigest()

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from emu3_vla.data.episodes import Episode, EpisodeSource, action_chunks
+from emu3_vla.data.episodes import Episode, EpisodeSource, action_chunks, locate
 from emu3_vla.vision import VisionTokenizer
 
 log = logging.getLogger(__name__)
@@ -255,10 +255,8 @@ class ConcatTokenCache:
         return int(self._starts[-1])
 
     def episode(self, index: int) -> CachedEpisode:
-        if not 0 <= index < len(self):
-            raise IndexError(f"episode {index} out of range for {len(self)} cached episodes")
-        part = int(np.searchsorted(self._starts, index, side="right")) - 1
-        return self.parts[part].episode(index - int(self._starts[part]))
+        part, local = locate(self._starts, index)
+        return self.parts[part].episode(local)
 
     def episodes(self) -> list[CachedEpisode]:
         return [self.episode(i) for i in range(len(self))]

@@ -102,12 +102,8 @@ class CollectConfig:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         if not 0.0 <= self.chain_fraction <= 1.0:
             raise ValueError(f"chain_fraction must be between 0 and 1, got {self.chain_fraction}")
-        known = task_names()
         if self.tasks is not None:
-            self.tasks = list(dict.fromkeys(self.tasks))
-            unknown = [t for t in self.tasks if t not in known]
-            if unknown or not self.tasks:
-                raise ValueError(f"unknown tasks {unknown or '(none given)'}; choose from: {', '.join(known)}")
+            self.tasks = checked_tasks(self.tasks)
         bad = [v for v in self.variants if v not in VARIANTS]
         if bad or not self.variants:
             raise ValueError(f"unknown scene variants {bad or '(none given)'}; choose from {list(VARIANTS)}")
@@ -225,13 +221,21 @@ def run_settings(config: CollectConfig) -> RunSettings:
     )
 
 
-def _prepare_out(config: CollectConfig) -> tuple[Path, Path | None]:
-    out = config.out
-    lerobot_root = out / "lerobot"
-    calvin_root = out / "calvin" / "training" if config.calvin_format else None
-    existing = [p for p in (lerobot_root, out / "calvin", out / REPORT_NAME) if p.exists()]
+def checked_tasks(tasks: Sequence[str]) -> list[str]:
+    """``tasks`` without repeats, in order; a ValueError naming the choices if one is not a CALVIN task."""
+    known = task_names()
+    tasks = list(dict.fromkeys(tasks))
+    unknown = [t for t in tasks if t not in known]
+    if unknown or not tasks:
+        raise ValueError(f"unknown tasks {unknown or '(none given)'}; choose from: {', '.join(known)}")
+    return tasks
+
+
+def prepare_out(out: Path, outputs: Sequence[Path], overwrite: bool) -> None:
+    """Create ``out``; if it already holds any of ``outputs``, remove them with ``overwrite``, else refuse."""
+    existing = [p for p in outputs if p.exists()]
     if existing:
-        if not config.overwrite:
+        if not overwrite:
             raise FileExistsError(
                 f"{out} already holds a collection ({', '.join(p.name for p in existing)}); "
                 "pass --overwrite (overwrite=True) to replace it or choose another --out"
@@ -242,7 +246,6 @@ def _prepare_out(config: CollectConfig) -> tuple[Path, Path | None]:
             else:
                 path.unlink()
     out.mkdir(parents=True, exist_ok=True)
-    return lerobot_root, calvin_root
 
 
 def collect(config: CollectConfig | str | Path, **settings: Any) -> CollectReport:
@@ -259,7 +262,9 @@ def collect(config: CollectConfig | str | Path, **settings: Any) -> CollectRepor
     elif settings:
         config = dataclasses.replace(config, **settings)
     quota = config.episodes_per_task
-    lerobot_root, calvin_root = _prepare_out(config)
+    lerobot_root = config.out / "lerobot"
+    calvin_root = config.out / "calvin" / "training" if config.calvin_format else None
+    prepare_out(config.out, [lerobot_root, config.out / "calvin", config.out / REPORT_NAME], config.overwrite)
     paraphrases = task_instructions("training")
     lerobot = LeRobotWriter(
         lerobot_root,

@@ -38,7 +38,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import shutil
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -47,9 +46,9 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from envs import SUBTASK_STEPS, PlayTableEnv, TaskOracle, task_instructions, task_names
+from envs import SUBTASK_STEPS, PlayTableEnv, TaskOracle, task_instructions
 from eval.chains import training_chains
-from eval.collection.collect import instruction_for
+from eval.collection.collect import checked_tasks, instruction_for, prepare_out
 from eval.collection.jobs import derive_seed
 from eval.collection.recorder import TAIL_STEPS, Episode, _Recorder
 from eval.collection.writers import MAX_EPISODE_FRAMES, LeRobotWriter
@@ -93,10 +92,7 @@ class OnPolicyConfig:
         if self.policy_subtasks >= 5:
             raise ValueError("policy_subtasks must be below 5 (a chain has 5 subtasks; the expert needs one)")
         if self.tasks is not None:
-            self.tasks = list(dict.fromkeys(self.tasks))
-            unknown = sorted(set(self.tasks) - set(task_names()))
-            if unknown or not self.tasks:
-                raise ValueError(f"unknown tasks {unknown or '(none given)'}; choose from: {', '.join(task_names())}")
+            self.tasks = checked_tasks(self.tasks)
         if self.policy not in ("expert", "random") and not (Path(self.policy) / "emu3_vla.json").is_file():
             raise ValueError(
                 f"policy {self.policy!r} is not a VLA checkpoint folder (no emu3_vla.json), 'expert' or 'random'"
@@ -150,6 +146,7 @@ class OnPolicyRunner:
     gets the simulator's info with each observation, as the chain evaluation hands it."""
 
     def __init__(self, config: OnPolicyConfig) -> None:
+        from eval.evaluate import instructions_for_eval
         from eval.policy_factory import make_policy
 
         self.config = config
@@ -158,7 +155,7 @@ class OnPolicyRunner:
         self.privileged = bool(getattr(self.policy, "needs_info", False))
         self.expert = ScriptedExpert(randomize=True)
         self.oracle = TaskOracle()
-        self.texts = {task: sentences[0] for task, sentences in task_instructions("validation").items()}
+        self.texts = instructions_for_eval("validation")  # what the chain evaluation says
         self.sizes = {"static": config.static_size, "gripper": config.gripper_size}
 
     def run(self, chains: list[ChainOutcome]) -> list[ChainOutcome]:
@@ -304,7 +301,8 @@ def collect_on_policy(config: OnPolicyConfig) -> dict[str, Any]:
 
     from tqdm.auto import tqdm
 
-    lerobot_root = _prepare(config)
+    lerobot_root = config.out / "lerobot"
+    prepare_out(config.out, [lerobot_root, config.out / REPORT_NAME], config.overwrite)
     writer = LeRobotWriter(
         lerobot_root,
         static_size=config.static_size,
@@ -347,17 +345,3 @@ def collect_on_policy(config: OnPolicyConfig) -> dict[str, Any]:
     }
     (config.out / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report
-
-
-def _prepare(config: OnPolicyConfig) -> Path:
-    root = config.out / "lerobot"
-    existing = [p for p in (root, config.out / REPORT_NAME) if p.exists()]
-    if existing and not config.overwrite:
-        raise FileExistsError(
-            f"{config.out} already holds an on-policy collection; pass --overwrite to replace it or choose another "
-            "--out"
-        )
-    for path in existing:
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-    config.out.mkdir(parents=True, exist_ok=True)
-    return root
