@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from eval.demo.report import compare_runs, family_table, task_table
 
@@ -133,7 +134,7 @@ def test_demo_quick_runs_end_to_end_and_writes_every_artefact(tmp_path: Path):
     # The on-policy round: data from the driver's states, a fine-tune, evaluations of its weights; everything
     # before it stays cached. (The 20-step model leaves states even the expert cannot recover from, so
     # a randomised scripted expert drives here; `collect-on-policy` itself is tested with both drivers.)
-    extra = ["on_policy.chains=2", "on_policy.steps=4", "on_policy.policy=expert"]
+    extra = ["on_policy.chains=2", "on_policy.steps=4", "on_policy.policy=expert", "on_policy.repeat=2"]
     rounds = subprocess.run([*cmd, *extra], capture_output=True, text=True, timeout=600)
     assert rounds.returncode == 0, rounds.stdout[-3000:] + rounds.stderr[-3000:]
     assert "train VLA (main): cached" in rounds.stdout and "collect demonstrations: cached" in rounds.stdout
@@ -142,4 +143,6 @@ def test_demo_quick_runs_end_to_end_and_writes_every_artefact(tmp_path: Path):
     assert data["chains"] == 2 and data["episodes"] == sum(data["episodes_by_kind"].values())
     assert tuned["on_policy"]["training"]["steps"] == 4
     assert Path(tuned["on_policy"]["training"]["checkpoint"]).parts[-4] == "train_main_on_policy"
+    fine_tune = OmegaConf.load(run_dir / "train_main_on_policy" / "config.yaml")
+    assert list(fine_tune.data.repeats) == [1, 2]  # the on-policy windows drawn twice per epoch
     assert "on-policy round" in rounds.stdout and set(tuned["single_task"]["per_task"]) == set(tasks)

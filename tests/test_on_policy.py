@@ -67,6 +67,35 @@ def test_fine_tuning_on_added_data_keeps_the_checkpoint_state_bins(tiny_dataset,
     assert VLAModel.load(refit.run_dir / "model").spec.state_low != before.state_low[:2]
 
 
+def test_repeats_draw_one_dataset_more_often(tiny_dataset, second_dataset, tiny_vq_dir, tmp_path):
+    """``data.repeats`` lists each folder's windows that many times per epoch, through the trainer's
+    own data preparation; a count that does not fit the folders stops before anything is encoded."""
+    from collections import Counter
+
+    from emu3_vla.training import data_prep
+    from emu3_vla.training.config import ConfigError
+
+    both = f"[{tiny_dataset},{second_dataset}]"
+
+    def windows(*extra: str):
+        cfg = load_config("train", [*tiny_train_overrides(both, tiny_vq_dir, tmp_path / "r", tmp_path / "c"), *extra])
+        source, mapping = data_prep.open_source(cfg), data_prep.data_mapping(cfg)
+        chunk = mapping.chunk_length(source.fps)
+        tokenizer = data_prep.make_action_tokenizer(cfg, source, chunk)
+        vla = data_prep.build_model(cfg, tokenizer, data_prep.sequence_spec(cfg, mapping, chunk, None), mapping)
+        return data_prep.build_windows(cfg, vla, source, progress=False)
+
+    def per_part(w) -> Counter:
+        return Counter("second" if int(ep) >= 4 else "first" for ep, _ in w.index)
+
+    plain, tripled = per_part(windows()), per_part(windows("data.repeats=[1,3]"))
+    assert tripled == Counter(first=plain["first"], second=3 * plain["second"])
+    assert per_part(windows("data.repeats=[0,1]")) == Counter(second=plain["second"])
+    for bad, says in (("[1]", "1 entries for 2"), ("[1,0.5]", "whole number"), ("[0,0]", "one of them > 0")):
+        with pytest.raises(ConfigError, match=says):
+            windows(f"data.repeats={bad}")
+
+
 def test_the_expert_records_from_the_state_the_driving_policy_leaves(tmp_path):
     """A (randomised) scripted expert drives: it completes subtask 1, then the recording expert takes
     over at the very step of success and records subtask 2 as one episode at the dataset's sizes."""

@@ -82,6 +82,10 @@ class ConcatSource:
     def __len__(self) -> int:
         return int(self._starts[-1])
 
+    def part_ranges(self) -> list[range]:
+        """The episode indices each dataset contributes, in order."""
+        return [range(int(a), int(b)) for a, b in zip(self._starts[:-1], self._starts[1:], strict=True)]
+
     def episode(self, index: int) -> Episode:
         part, local = locate(self._starts, index)
         return dataclasses.replace(self.sources[part].episode(local), index=index)

@@ -10,6 +10,7 @@ plan from the frame; the clean chunks after it, which show the recovery, are kep
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -21,7 +22,17 @@ log = logging.getLogger(__name__)
 
 
 class WindowDataset(torch.utils.data.Dataset):
-    def __init__(self, cache: TokenCache, builder: SequenceBuilder, episodes: list[int] | None = None) -> None:
+    """Every complete window of the cached episodes; ``repeats`` (episode -> count, default 1) lists
+    an episode's windows that many times, so a sampler that walks permutations of the index draws
+    them that much more often (0 leaves the episode out)."""
+
+    def __init__(
+        self,
+        cache: TokenCache,
+        builder: SequenceBuilder,
+        episodes: list[int] | None = None,
+        repeats: Mapping[int, int] | None = None,
+    ) -> None:
         spec = builder.spec
         settings = cache.settings
         if spec.chunk != settings.chunk:
@@ -32,6 +43,8 @@ class WindowDataset(torch.utils.data.Dataset):
         self.builder = builder
         self.gap = settings.chunk // settings.frame_stride  # encoded frames between window frames
         ids = range(len(cache)) if episodes is None else episodes
+        if repeats is not None:
+            ids = [i for i in ids if repeats.get(i, 1) > 0]
         self.episodes: dict[int, CachedEpisode] = {i: cache.episode(i) for i in ids}
         if spec.uses_state and any(e.state is None for e in self.episodes.values()):
             raise ValueError(
@@ -43,13 +56,15 @@ class WindowDataset(torch.utils.data.Dataset):
         self.skipped_perturbed = 0
         for i, ep in self.episodes.items():
             last = (spec.frames - 1) * self.gap
+            rows = []
             for k in range(len(ep.frame_steps) - last):
                 if ep.frame_steps[k + last] + spec.chunk > ep.length:
                     continue
                 if not all(ep.chunk_clean[k + j * self.gap] for j in range(spec.frames)):
                     self.skipped_perturbed += 1
                     continue
-                index.append((i, k))
+                rows.append((i, k))
+            index.extend(rows * (1 if repeats is None else repeats.get(i, 1)))
         if self.skipped_perturbed:
             log.info("left out %d windows whose chunks contain perturbed steps", self.skipped_perturbed)
         if not index:

@@ -18,7 +18,7 @@ from emu3_vla.checkpoint import Emu3Bundle, load_vq
 from emu3_vla.data.episodes import EpisodeSource, action_chunks
 from emu3_vla.data.mapping import DataMapping
 from emu3_vla.data.sequence import SequenceSpec
-from emu3_vla.data.sources import open_dataset
+from emu3_vla.data.sources import ConcatSource, open_dataset
 from emu3_vla.data.state_tokens import StateBinning
 from emu3_vla.data.token_cache import CacheSettings, TokenCache
 from emu3_vla.data.windows import WindowDataset
@@ -36,6 +36,31 @@ def data_mapping(cfg: DictConfig) -> DataMapping:
 def open_source(cfg: DictConfig) -> EpisodeSource:
     root = require(cfg, "data.root", "the dataset folder, e.g. data.root=runs/demo/data")
     return open_dataset(root, data_mapping(cfg), fmt=cfg.data.format, repo_id=cfg.data.repo_id)
+
+
+def episode_repeats(cfg: DictConfig, source: EpisodeSource) -> dict[int, int] | None:
+    """``data.repeats``: with a list of dataset folders, how many times each folder's windows appear
+    per epoch (e.g. ``[1, 2]`` draws the second dataset's windows twice as often; 0 leaves it out).
+
+    Why: data added to a large set (a few hundred on-policy episodes beside thousands of
+    demonstrations) is otherwise drawn only in proportion to its size."""
+    repeats = OmegaConf.select(cfg, "data.repeats", default=None)
+    if repeats is None:
+        return None
+    roots = cfg.data.root
+    n_roots = 1 if isinstance(roots, (str, Path)) else len(roots)
+    values = list(repeats) if not isinstance(repeats, (int, str)) else [repeats]
+    if len(values) != n_roots:
+        raise ConfigError(
+            f"data.repeats has {len(values)} entries for {n_roots} dataset folder(s) in data.root; "
+            "give one whole number per folder, e.g. data.repeats=[1,2]"
+        )
+    if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in values) or not any(values):
+        raise ConfigError(
+            f"data.repeats={values}: each entry must be a whole number >= 0 (times per epoch) and one of them > 0"
+        )
+    ranges = source.part_ranges() if isinstance(source, ConcatSource) else [range(len(source))]
+    return {i: int(r) for part, r in zip(ranges, values, strict=True) for i in part}
 
 
 def all_chunks(source: EpisodeSource, chunk: int) -> np.ndarray:
@@ -190,6 +215,7 @@ def checkpoint_state_range(spec: SequenceSpec, extra: dict) -> SequenceSpec:
 def build_windows(cfg: DictConfig, vla: VLAModel, source: EpisodeSource, *, progress: bool) -> WindowDataset:
     """Token cache -> training windows. A model that reads state but has no state range yet (a fresh
     run) gets it fitted here on the cached states, so the checkpoint saves the range it trained with."""
+    repeats = episode_repeats(cfg, source)
     settings = CacheSettings(chunk=vla.spec.chunk, frame_stride=int(cfg.data.frame_stride))
     cache = TokenCache.build(
         source,
@@ -206,7 +232,7 @@ def build_windows(cfg: DictConfig, vla: VLAModel, source: EpisodeSource, *, prog
         first = next((ep.state for ep in cache.episodes() if ep.state is not None), None)
         if first is not None:
             vla.inputs = dataclasses.replace(vla.inputs, state_size=int(first.shape[-1]))
-    return WindowDataset(cache, vla.builder())
+    return WindowDataset(cache, vla.builder(), repeats=repeats)
 
 
 def fit_state_range(spec: SequenceSpec, cache: TokenCache) -> SequenceSpec:
