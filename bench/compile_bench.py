@@ -12,7 +12,6 @@ round by round, so other load on the machine hits both alike.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import json
@@ -21,15 +20,11 @@ import time
 import torch
 
 from emu3_vla.modeling import build_decoder, count_parameters
-from emu3_vla.presets import get_preset
-from train_common import action_only, add_step_arguments, best_of_rounds, ours_step, vla_batch
+from train_common import action_only, best_of_rounds, ours_step, parse_step_arguments, vla_batch
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_step_arguments(p, batch=16, static=12, wrist=6, rounds=3)
-    args = p.parse_args()
-    layout = get_preset(args.preset).layout
+    args, layout = parse_step_arguments(__doc__, batch=16, static=12, wrist=6, rounds=3)
     eager = build_decoder(args.preset, seed=0)
     compiled = copy.deepcopy(eager)
     for layer in compiled.model.layers:

@@ -16,23 +16,18 @@ emulated and the bf16 rows are slower than fp32.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 
 import torch
 
 from emu3_vla.modeling import build_decoder
-from emu3_vla.presets import get_preset
 from emu3_vla.training.precision import SDPA_FP32, autocast_context, cpu_has_native_bf16
-from train_common import action_only, add_step_arguments, best_of_rounds, ours_step, vla_batch
+from train_common import action_only, best_of_rounds, ours_step, parse_step_arguments, vla_batch
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_step_arguments(p, batch=16, static=12, wrist=6, rounds=4)
-    args = p.parse_args()
-    layout = get_preset(args.preset).layout
+    args, layout = parse_step_arguments(__doc__, batch=16, static=12, wrist=6, rounds=4)
     batch = action_only(vla_batch(layout, args.batch, args.static, args.wrist))
     cpu = torch.device("cpu")
 

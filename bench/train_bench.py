@@ -12,22 +12,17 @@ every position's logits whatever the labels). The sequence is the real layout: t
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 
 import torch
 
 from emu3_vla.modeling import build_decoder, count_parameters
-from emu3_vla.presets import get_preset
-from train_common import action_only, add_step_arguments, best_of_rounds, ours_step, stock_step, vla_batch
+from train_common import action_only, best_of_rounds, ours_step, parse_step_arguments, stock_step, vla_batch
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_step_arguments(p, batch=4, static=25, wrist=10, rounds=3)
-    args = p.parse_args()
-    layout = get_preset(args.preset).layout
+    args, layout = parse_step_arguments(__doc__, batch=4, static=25, wrist=10, rounds=3)
     model = build_decoder(args.preset, seed=0)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)

@@ -57,6 +57,17 @@ def add_step_arguments(parser: argparse.ArgumentParser, *, batch: int, static: i
     parser.add_argument("--json", default=None, help="also write the results here")
 
 
+def parse_step_arguments(doc: str, *, batch: int, static: int, wrist: int, rounds: int):
+    """A benchmark's command line (:func:`add_step_arguments` with its defaults) and its preset's
+    token layout."""
+    from emu3_vla.presets import get_preset
+
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_step_arguments(parser, batch=batch, static=static, wrist=wrist, rounds=rounds)
+    args = parser.parse_args()
+    return args, get_preset(args.preset).layout
+
+
 def best_of_rounds(steps: dict, rounds: int, steps_per_round: int) -> dict[str, float]:
     """Seconds per step of each named step function, the best of ``rounds`` rounds. The functions
     alternate round by round, so load from other processes hits them alike."""
