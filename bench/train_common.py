@@ -10,6 +10,7 @@ import torch
 
 from emu3_vla.data.sequence import SequenceBuilder, SequenceSpec, collate
 from emu3_vla.loss import model_weighted_loss
+from emu3_vla.presets import get_preset
 from emu3_vla.text_tokenizer import TextTokenizer
 
 
@@ -60,8 +61,6 @@ def add_step_arguments(parser: argparse.ArgumentParser, *, batch: int, static: i
 def parse_step_arguments(doc: str, *, batch: int, static: int, wrist: int, rounds: int):
     """A benchmark's command line (:func:`add_step_arguments` with its defaults) and its preset's
     token layout."""
-    from emu3_vla.presets import get_preset
-
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_step_arguments(parser, batch=batch, static=static, wrist=wrist, rounds=rounds)
     args = parser.parse_args()

@@ -47,19 +47,17 @@ def episode_repeats(cfg: DictConfig, source: EpisodeSource) -> dict[int, int] | 
     repeats = OmegaConf.select(cfg, "data.repeats", default=None)
     if repeats is None:
         return None
-    roots = cfg.data.root
-    n_roots = 1 if isinstance(roots, (str, Path)) else len(roots)
+    ranges = source.part_ranges() if isinstance(source, ConcatSource) else [range(len(source))]
     values = list(repeats) if not isinstance(repeats, (int, str)) else [repeats]
-    if len(values) != n_roots:
+    if len(values) != len(ranges):
         raise ConfigError(
-            f"data.repeats has {len(values)} entries for {n_roots} dataset folder(s) in data.root; "
+            f"data.repeats has {len(values)} entries for {len(ranges)} dataset folder(s) in data.root; "
             "give one whole number per folder, e.g. data.repeats=[1,2]"
         )
     if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in values) or not any(values):
         raise ConfigError(
             f"data.repeats={values}: each entry must be a whole number >= 0 (times per epoch) and one of them > 0"
         )
-    ranges = source.part_ranges() if isinstance(source, ConcatSource) else [range(len(source))]
     return {i: int(r) for part, r in zip(ranges, values, strict=True) for i in part}
 
 

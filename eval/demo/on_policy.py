@@ -67,7 +67,7 @@ def finetune_stage(
     cfg = OmegaConf.create(OmegaConf.to_container(train_cfg, resolve=True))
     cfg.model.checkpoint = str(checkpoint)
     cfg.data.root = list(roots)
-    cfg.data.repeats = [1] * (len(roots) - 1) + [int(o.get("repeat", 1))]  # the last root: the on-policy data
+    cfg.data.repeats = [1] * (len(roots) - 1) + [int(o.repeat)]  # the last root: the on-policy data
     cfg.steps = int(o.steps)
     cfg.optim.lr = float(o.lr)
     cfg.checkpoint.every = int(o.steps)
