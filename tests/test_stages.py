@@ -4,6 +4,7 @@ partial output, and a stage whose settings changed starts again without destroyi
 from __future__ import annotations
 
 import pytest
+from omegaconf import OmegaConf
 
 from eval.demo.stages import Stage
 
@@ -74,3 +75,22 @@ def test_an_upstream_change_invalidates_downstream_stages(tmp_path):
     assert train_a.key != train_b.key
     train_a.run(lambda: {"x": 1})
     assert train_a.done() and not train_b.done()
+
+
+def test_vq_stage_key_ignores_an_unset_data_option_added_later(tmp_path):
+    """A data key the VQ tokenizer does not read (``data.repeats``, added after runs were made) must
+    not retrain a finished VQ stage of an older run folder while it is unset; set, it is part of the key."""
+    from emu3_vla.training.config import load_config
+    from eval.demo.pipeline import Run, vq_stage
+
+    cfg = load_config("demo", [f"run_dir={tmp_path}"])
+    run = Run.create(cfg)
+    upstream = Stage("collect", tmp_path / "data", {"seed": 0})
+    key_now = vq_stage(run, upstream).key
+    before_option = OmegaConf.to_container(cfg.vq, resolve=True)
+    before_option.pop("progress")
+    del before_option["data"]["repeats"]
+    assert key_now == Stage("train VQ tokenizer", tmp_path / "vq", before_option, [upstream]).key
+
+    cfg.train.data.repeats = [1, 2]
+    assert vq_stage(Run.create(cfg), upstream).key != key_now

@@ -137,6 +137,8 @@ def run_fast(run: Run, stage: Stage) -> dict[str, Any]:
 def vq_stage(run: Run, upstream: Stage) -> Stage:
     settings = OmegaConf.to_container(run.cfg.vq, resolve=True)
     settings.pop("progress", None)
+    if settings["data"].get("repeats") is None:  # keeps the key of VQ tokenizers trained before the option
+        settings["data"].pop("repeats", None)
     return Stage("train VQ tokenizer", run.folder / "vq", settings, [upstream])
 
 
