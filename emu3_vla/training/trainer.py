@@ -175,7 +175,7 @@ class Trainer:
             decoder.load_state_dict(state["training_weights"])
         decoder.config.use_cache = False
         if prepare_for_precision(decoder, self.precision, env.device):
-            log.info("bf16 autocast on CPU (AMX): attention computed in fp32 (%s)", decoder.config._attn_implementation)
+            log.info("bf16 autocast on CPU: attention computed in fp32 (%s)", decoder.config._attn_implementation)
         if cfg.gradient_checkpointing:
             decoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         decoder.train()
