@@ -32,14 +32,6 @@ def test_precision_resolves_per_device_and_hardware(monkeypatch, native):
     assert resolve_precision("native", CPU) == ("bf16" if native else "fp32")
 
 
-@pytest.mark.parametrize("amx, avx512_bf16", [(True, False), (False, True), (False, False)])
-def test_native_bf16_means_amx_tiles_or_avx512_bf16(monkeypatch, amx, avx512_bf16):
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
-    assert precision.cpu_has_native_bf16() == (amx or avx512_bf16)
-    assert resolve_precision("native", CPU) == ("bf16" if amx or avx512_bf16 else "fp32")
-
-
 def test_unknown_precision_names_the_choices():
     with pytest.raises(ConfigError, match="auto, fp32, bf16, native"):
         resolve_precision("fp16", CPU)

@@ -1,8 +1,7 @@
 """Mixed precision for training: which dtype the forward pass runs in, and CPU bf16 done right.
 
 On CUDA, bf16 autocast is the standard choice. On a CPU it pays only where the cores multiply bf16
-natively (Intel AMX, AVX512-BF16): on AMX the projections and MLPs of the tiny preset run about
-2.4x faster, but
+natively (Intel AMX): there the projections and MLPs of the tiny preset run about 2.4x faster, but
 PyTorch's CPU flash-attention kernel is *slower* in bf16 than in fp32 (measured on the demo's
 473-token windows: attention forward + backward 205 ms in fp32, 268 ms in bf16), which ate most of
 the gain (a step 4-11 % faster). :data:`SDPA_FP32` is SDPA with its inputs upcast to fp32 and
@@ -38,19 +37,21 @@ AttentionInterface.register(SDPA_FP32, _sdpa_fp32)
 
 
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 matrices in hardware: AMX tiles (Intel) or AVX512-BF16 (e.g.
-    AMD EPYC Zen 4). Both pay: the calvin34 step ran 1.45x as fast as fp32 on 2 Zen 4 cores with
-    AVX512-BF16 alone, 1.39x on 2 AMX cores. Elsewhere bf16 is emulated and slower than fp32."""
-    cpu = getattr(torch, "cpu", None)
-    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+    """Whether ``precision=native`` trains in bf16 on this CPU: only with AMX tiles. AVX512-BF16 alone
+    (e.g. AMD EPYC Zen 4) runs the calvin34 step 1.45x as fast as fp32, but the one calvin34 model
+    trained that way scored well below fp32 ones in closed loop (docs/experiments.md section 12);
+    until that is understood, bf16 there is an explicit ``precision=bf16``."""
+    try:
+        return bool(torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # pragma: no cover - older torch
+        return False
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
     """``fp32`` or ``bf16`` for a configured precision.
 
     ``auto``: bf16 on CUDA, fp32 on CPU (bit-for-bit the classic recipe); ``native``: bf16 where the
-    hardware computes it natively (CUDA, CPUs with AMX or AVX512-BF16), else fp32 - what the CPU demo uses.
+    hardware computes it natively (CUDA, CPUs with AMX), else fp32 - what the CPU demo uses.
     """
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
