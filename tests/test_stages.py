@@ -77,20 +77,28 @@ def test_an_upstream_change_invalidates_downstream_stages(tmp_path):
     assert train_a.done() and not train_b.done()
 
 
-def test_vq_stage_key_ignores_an_unset_data_option_added_later(tmp_path):
-    """A data key the VQ tokenizer does not read (``data.repeats``, added after runs were made) must
-    not retrain a finished VQ stage of an older run folder while it is unset; set, it is part of the key."""
+def test_stage_keys_ignore_an_unset_data_option_added_later(tmp_path):
+    """A data option added after run folders were made (``data.repeats``) must not redo a finished VQ
+    tokenizer or training run of an older folder while it is unset; set, it is part of both keys."""
     from emu3_vla.training.config import load_config
-    from eval.demo.pipeline import Run, vq_stage
+    from eval.demo.pipeline import Run, train_stage, vq_stage
 
     cfg = load_config("demo", [f"run_dir={tmp_path}"])
-    run = Run.create(cfg)
     upstream = Stage("collect", tmp_path / "data", {"seed": 0})
-    key_now = vq_stage(run, upstream).key
-    before_option = OmegaConf.to_container(cfg.vq, resolve=True)
-    before_option.pop("progress")
-    del before_option["data"]["repeats"]
-    assert key_now == Stage("train VQ tokenizer", tmp_path / "vq", before_option, [upstream]).key
+
+    def keys() -> tuple[str, str]:
+        run = Run.create(cfg)
+        return vq_stage(run, upstream).key, train_stage(run, [upstream])[0].key
+
+    vq_key, train_key = keys()
+    vq_before = OmegaConf.to_container(cfg.vq, resolve=True)
+    train_before = OmegaConf.to_container(cfg.train, resolve=True)
+    train_before["run_dir"] = str(tmp_path / "train_main")
+    for settings in (vq_before, train_before):
+        settings.pop("progress")
+        del settings["data"]["repeats"]
+    assert vq_key == Stage("train VQ tokenizer", tmp_path / "vq", vq_before, [upstream]).key
+    assert train_key == Stage("train VLA (main)", tmp_path / "train_main", train_before, [upstream]).key
 
     cfg.train.data.repeats = [1, 2]
-    assert vq_stage(Run.create(cfg), upstream).key != key_now
+    assert all(new != old for new, old in zip(keys(), (vq_key, train_key), strict=True))

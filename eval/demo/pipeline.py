@@ -59,6 +59,17 @@ class Run:
         return {"static": int(cameras.static.size), "gripper": int(cameras.gripper.size)}
 
 
+NEW_DATA_KEYS = ("repeats",)  # data options added after run folders were made; unset means "as before"
+
+
+def drop_unset_new_keys(data_settings: dict[str, Any]) -> None:
+    """Leave unset :data:`NEW_DATA_KEYS` out of a stage's key: a new option in the config must not
+    redo an older run folder's finished VQ tokenizer or training run (an hour of work)."""
+    for key in NEW_DATA_KEYS:
+        if data_settings.get(key) is None:
+            data_settings.pop(key, None)
+
+
 # ------------------------------------------------------------------------------------ data stages
 def collect_stage(run: Run) -> Stage:
     c = run.cfg.collect
@@ -137,8 +148,7 @@ def run_fast(run: Run, stage: Stage) -> dict[str, Any]:
 def vq_stage(run: Run, upstream: Stage) -> Stage:
     settings = OmegaConf.to_container(run.cfg.vq, resolve=True)
     settings.pop("progress", None)
-    if settings["data"].get("repeats") is None:  # keeps the key of VQ tokenizers trained before the option
-        settings["data"].pop("repeats", None)
+    drop_unset_new_keys(settings["data"])
     return Stage("train VQ tokenizer", run.folder / "vq", settings, [upstream])
 
 
@@ -156,6 +166,7 @@ def train_stage(run: Run, upstream: list[Stage]) -> tuple[Stage, DictConfig]:
     train_cfg.run_dir = str(run.folder / f"train_{run.tag}")
     settings = OmegaConf.to_container(train_cfg, resolve=True)
     settings.pop("progress", None)
+    drop_unset_new_keys(settings["data"])
     return Stage(f"train VLA ({run.tag})", Path(train_cfg.run_dir), settings, upstream), train_cfg
 
 
