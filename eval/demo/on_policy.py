@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from eval.demo.stages import Stage
+from eval.demo.stages import Stage, config_settings
 
 
 def collect_stage(run: Any, trained: Stage) -> Stage:
@@ -72,6 +72,5 @@ def finetune_stage(
     cfg.optim.lr = float(o.lr)
     cfg.checkpoint.every = int(o.steps)
     cfg.run_dir = str(run.folder / f"train_{run.tag}_on_policy")
-    settings = OmegaConf.to_container(cfg, resolve=True)
-    settings.pop("progress", None)
-    return Stage(f"fine-tune on on-policy data ({run.tag})", Path(cfg.run_dir), settings, upstream), cfg
+    stage = Stage(f"fine-tune on on-policy data ({run.tag})", Path(cfg.run_dir), config_settings(cfg), upstream)
+    return stage, cfg

@@ -24,7 +24,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from eval.demo.stages import Stage
+from eval.demo.stages import Stage, config_settings
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +57,6 @@ class Run:
     def views(self) -> dict[str, int]:
         cameras = self.cfg.train.data.cameras
         return {"static": int(cameras.static.size), "gripper": int(cameras.gripper.size)}
-
-
-NEW_DATA_KEYS = ("repeats",)  # data options added after run folders were made; unset means "as before"
-
-
-def drop_unset_new_keys(data_settings: dict[str, Any]) -> None:
-    """Leave unset :data:`NEW_DATA_KEYS` out of a stage's key: a new option in the config must not
-    redo an older run folder's finished VQ tokenizer or training run (an hour of work)."""
-    for key in NEW_DATA_KEYS:
-        if data_settings.get(key) is None:
-            data_settings.pop(key, None)
 
 
 # ------------------------------------------------------------------------------------ data stages
@@ -146,10 +135,7 @@ def run_fast(run: Run, stage: Stage) -> dict[str, Any]:
 
 
 def vq_stage(run: Run, upstream: Stage) -> Stage:
-    settings = OmegaConf.to_container(run.cfg.vq, resolve=True)
-    settings.pop("progress", None)
-    drop_unset_new_keys(settings["data"])
-    return Stage("train VQ tokenizer", run.folder / "vq", settings, [upstream])
+    return Stage("train VQ tokenizer", run.folder / "vq", config_settings(run.cfg.vq), [upstream])
 
 
 def run_vq(run: Run, stage: Stage) -> dict[str, Any]:
@@ -164,10 +150,8 @@ def run_vq(run: Run, stage: Stage) -> dict[str, Any]:
 def train_stage(run: Run, upstream: list[Stage]) -> tuple[Stage, DictConfig]:
     train_cfg = OmegaConf.create(OmegaConf.to_container(run.cfg.train, resolve=True))
     train_cfg.run_dir = str(run.folder / f"train_{run.tag}")
-    settings = OmegaConf.to_container(train_cfg, resolve=True)
-    settings.pop("progress", None)
-    drop_unset_new_keys(settings["data"])
-    return Stage(f"train VLA ({run.tag})", Path(train_cfg.run_dir), settings, upstream), train_cfg
+    stage = Stage(f"train VLA ({run.tag})", Path(train_cfg.run_dir), config_settings(train_cfg), upstream)
+    return stage, train_cfg
 
 
 def run_train(train_cfg: DictConfig) -> dict[str, Any]:

@@ -17,6 +17,22 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from omegaconf import DictConfig, OmegaConf
+
+NEW_DATA_KEYS = ("repeats",)  # data options added after run folders were made; unset means "as before"
+
+
+def config_settings(cfg: DictConfig) -> dict[str, Any]:
+    """A VQ or training config as a stage's settings: resolved, without ``progress`` (display only),
+    and without the :data:`NEW_DATA_KEYS` left unset, so that a new option in the config does not
+    redo an older run folder's finished VQ tokenizer or training run (an hour of work)."""
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    settings.pop("progress", None)
+    for key in NEW_DATA_KEYS:
+        if settings["data"].get(key) is None:
+            settings["data"].pop(key, None)
+    return settings
+
 
 class Stage:
     """A cached step of the pipeline: ``folder`` holds its output and ``stage.json`` its key."""
