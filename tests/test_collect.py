@@ -110,6 +110,34 @@ def test_lerobot_dataset_loads_and_matches_what_the_experts_did(collected):
     assert worst <= VIDEO_TOLERANCE and np.mean(errors) < 0.5
 
 
+def test_image_statistics_match_lerobots_own_and_lerobot_is_restored(tmp_path, collected):
+    """The writer counts image statistics per byte value (image_stats.py); the dataset's stats equal
+    those lerobot's own per-frame tracker writes for the same episodes, up to its float32 rounding and
+    histogram re-binning."""
+    from lerobot.datasets import compute_stats
+
+    from eval.collection.writers import LeRobotWriter
+
+    config, report = collected
+    episodes = resimulate(config, report.episode_list[:2])
+    lerobots = compute_stats.RunningQuantileStats
+    stats = {}
+    for byte_stats in (False, True):
+        writer = LeRobotWriter(tmp_path / str(byte_stats), byte_image_stats=byte_stats, **SIZES)
+        for episode in episodes:
+            writer.add(episode, "open the drawer")
+        writer.finalize()
+        assert compute_stats.RunningQuantileStats is lerobots
+        stats[byte_stats] = writer.dataset.meta.stats
+    for key in (STATIC_KEY, GRIPPER_KEY):
+        theirs, ours = stats[False][key], stats[True][key]
+        assert theirs.keys() == ours.keys()
+        for name in ("min", "max", "count"):
+            np.testing.assert_array_equal(ours[name], theirs[name])
+        for name in theirs:
+            np.testing.assert_allclose(ours[name], theirs[name], atol=1e-4, err_msg=f"{key} {name}")
+
+
 def test_calvin_format_output_loads_with_calvin_source(collected):
     config, report = collected
     source = CalvinSource(report.calvin_root, mapping=calvin_mapping(static=48, gripper=32))
