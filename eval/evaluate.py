@@ -33,6 +33,7 @@ from eval.plots import success_by_position, success_per_task
 from eval.policy_factory import make_policy
 from eval.results import ResultLog, format_summary, metrics, read_folder, shard_file, shard_indices, write_json
 from eval.rollout import ChainJob, ChainRunner
+from eval.worker_exit import exit_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,7 @@ def _run_jobs(
 
 def _worker(args: tuple[EvalSettings, list[ChainJob], str, set[int]]) -> None:
     settings, jobs, path, videos = args
+    exit_with_parent()  # a killed evaluation must not leave workers writing into the folder it resumes from
     logging.basicConfig(level=logging.WARNING)
     import torch
 

@@ -52,6 +52,7 @@ from eval.collection.collect import checked_tasks, instruction_for, prepare_out
 from eval.collection.jobs import derive_seed
 from eval.collection.recorder import TAIL_STEPS, Episode, _Recorder
 from eval.collection.writers import MAX_EPISODE_FRAMES, LeRobotWriter
+from eval.worker_exit import exit_with_parent
 from policies.base import privileged_observation
 from policies.experts import ScriptedExpert
 
@@ -258,6 +259,7 @@ def _init_worker(config: OnPolicyConfig, threads: int) -> None:
     global _RUNNER
     import torch
 
+    exit_with_parent()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(threads)
     _RUNNER = OnPolicyRunner(config)

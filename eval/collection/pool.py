@@ -22,6 +22,7 @@ from multiprocessing import get_context
 from envs import SUBTASK_STEPS, PlayTableEnv, TaskOracle
 from eval.collection.jobs import Job
 from eval.collection.recorder import JobResult, run_job
+from eval.worker_exit import exit_with_parent
 from policies.experts import ScriptedExpert
 
 
@@ -90,6 +91,7 @@ _WORKER: JobRunner | None = None
 
 def _init_worker(settings: RunSettings) -> None:
     global _WORKER
+    exit_with_parent()
     _WORKER = JobRunner(settings)
 
 
