@@ -67,6 +67,31 @@ def test_changed_settings_rerun_and_keep_the_old_output_aside(tmp_path):
     assert new.done()
 
 
+def test_interrupted_stage_that_cannot_resume_starts_over_and_keeps_the_previous_generation(tmp_path, capsys):
+    """Settings A finish; settings B set A's output aside, are killed, and run again: A's finished
+    output must survive in .previous (B's fragment is what gets removed)."""
+    log: list[str] = []
+    first = Stage("collect", tmp_path / "data", {"episodes": 10})
+    first.run(_work(first.folder, log))
+    second = Stage("collect", tmp_path / "data", {"episodes": 20})
+    with pytest.raises(KeyboardInterrupt):
+        second.run(_work(second.folder, log, fail=True))
+    previous = tmp_path / "data.previous"
+    assert (previous / "out.txt").read_text() == "done"
+
+    seen: list[bool] = []
+
+    def work():
+        seen.append((second.folder / "out.txt").exists())
+        return {}
+
+    Stage("collect", tmp_path / "data", {"episodes": 20}).run(work)
+    assert seen == [False], "a stage that cannot resume starts from an empty folder"
+    assert (previous / "out.txt").read_text() == "done", "the finished earlier output must not be replaced"
+    out = capsys.readouterr().out
+    assert "the last attempt was interrupted; starting it over" in out
+
+
 def test_an_upstream_change_invalidates_downstream_stages(tmp_path):
     data_a = Stage("data", tmp_path / "data", {"episodes": 10})
     data_b = Stage("data", tmp_path / "data", {"episodes": 20})

@@ -4,7 +4,8 @@ Every stage writes ``stage.json`` with a key that hashes its settings and the ke
 reads. A rerun skips each stage whose key still matches (re-running is cheap), redoes a stage whose
 settings changed (and therefore everything after it; the old output is moved to ``<folder>.previous``,
 never deleted outright), and resumes a stage that was interrupted where
-the stage supports it (training resumes from its last checkpoint, evaluation from its chain log).
+the stage supports it (training resumes from its last checkpoint, evaluation from its chain log); an
+interrupted stage that cannot resume starts over, and only its own partial output is removed.
 """
 
 from __future__ import annotations
@@ -69,7 +70,10 @@ class Stage:
         started = self.folder / "stage.started.json"
         same_attempt = started.is_file() and json.loads(started.read_text()).get("key") == self.key
         if self.folder.exists() and not (resumable and same_attempt):
-            self._set_aside()
+            if same_attempt:
+                self._discard_interrupted()
+            else:
+                self._set_aside()
         self.folder.mkdir(parents=True, exist_ok=True)
         started.write_text(json.dumps({"key": self.key}) + "\n")
         print(f"[demo] {self.name}: running -> {self.folder}", flush=True)
@@ -80,6 +84,13 @@ class Stage:
         self.marker.write_text(json.dumps(record, indent=2, default=str) + "\n")
         print(f"[demo] {self.name}: done in {seconds:.0f} s", flush=True)
         return result
+
+    def _discard_interrupted(self) -> None:
+        """Remove the partial output of an interrupted attempt with these very settings, which a stage
+        that cannot resume starts over anyway. Setting it aside instead would replace ``.previous``,
+        which may hold the finished output of earlier settings, with a useless fragment."""
+        shutil.rmtree(self.folder)
+        print(f"[demo] {self.name}: the last attempt was interrupted; starting it over", flush=True)
 
     def _set_aside(self) -> None:
         """Move the output of other settings to ``<folder>.previous`` instead of deleting it: a changed
