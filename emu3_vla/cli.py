@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 
@@ -36,6 +38,22 @@ def _builtin_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
     from emu3_vla import commands
 
     return [commands.register_info, commands.register_smoke]
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that it stops as on Ctrl-C (``finally`` blocks run)."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def terminate_like_interrupt() -> None:
+    """Make SIGTERM (``kill``, a job scheduler) stop a command the way Ctrl-C does: what handles an
+    interruption (a collection finalises the episodes it has, pools stop their workers) runs instead of
+    the process vanishing mid-write. Only from the main thread and only over the default handler."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,8 +81,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if args.command is None else 2
+    terminate_like_interrupt()
     try:
         return int(args.func(args) or 0)
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

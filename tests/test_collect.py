@@ -138,6 +138,59 @@ def test_image_statistics_match_lerobots_own_and_lerobot_is_restored(tmp_path, c
             np.testing.assert_allclose(ours[name], theirs[name], atol=1e-4, err_msg=f"{key} {name}")
 
 
+def test_interrupts_wait_for_the_episode_being_written():
+    import os
+    import signal
+
+    from eval.collection.writers import deferred_interrupts
+
+    calls: list[str] = []
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: calls.append("handled"))
+    try:
+        with deferred_interrupts((signal.SIGUSR1,)):
+            os.kill(os.getpid(), signal.SIGUSR1)
+            os.kill(os.getpid(), signal.SIGUSR1)
+            calls.append("episode written")
+        assert calls == ["episode written", "handled"], "held until the block ends, then handled once"
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert calls[-1] == "handled" and len(calls) == 3, "the handler is back after the block"
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
+def test_a_terminated_collection_keeps_the_episodes_it_wrote(tmp_path):
+    """SIGTERM (kill, a job scheduler) stops `emu3-vla collect` as Ctrl-C does: the dataset is finalised
+    with the episodes written so far, the report says it was interrupted, and the exit status is 143."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from lerobot.datasets import LeRobotDataset
+
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "emu3_vla.cli", "collect", "--out", str(out), "--episodes", "500"]
+    command += ["--workers", "2", "--static-size", "48", "--gripper-size", "32", "--no-progress"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not list((out / "lerobot" / "data").rglob("*.parquet")) and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()[1]
+            time.sleep(0.5)
+        time.sleep(2)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, stderr
+    assert "terminated" in stderr and "episodes written so far" in stderr
+    report = json.loads((out / REPORT_NAME).read_text())
+    assert report["interrupted"] is True and 1 <= report["episodes"] < 500
+    dataset = LeRobotDataset("local/run", root=out / "lerobot", video_backend="pyav")
+    assert dataset.meta.total_episodes == report["episodes"] and len(dataset) == report["frames"]
+    assert tuple(dataset[len(dataset) - 1][STATIC_KEY].shape) == (3, 48, 48)  # the last episode's video decodes
+
+
 def test_calvin_format_output_loads_with_calvin_source(collected):
     config, report = collected
     source = CalvinSource(report.calvin_root, mapping=calvin_mapping(static=48, gripper=32))

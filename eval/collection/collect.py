@@ -48,7 +48,7 @@ import numpy as np
 from envs import SUBTASK_STEPS, task_instructions, task_names
 from eval.chains import training_chains
 from eval.collection.jobs import Job, demonstration_job, derive_seed
-from eval.collection.pool import RunSettings, run_jobs
+from eval.collection.pool import RunSettings, run_jobs, stop_workers
 from eval.collection.recorder import LABELS, TAIL_STEPS, Episode, JobResult
 from eval.collection.writers import (
     MAX_EPISODE_FRAMES,
@@ -56,6 +56,7 @@ from eval.collection.writers import (
     VIDEO_TOLERANCE,
     CalvinFormatWriter,
     LeRobotWriter,
+    deferred_interrupts,
 )
 from policies.experts import NOISE_KINDS
 
@@ -145,6 +146,7 @@ class CollectReport:
     episode_list: list[dict[str, Any]]
     config: dict[str, Any]
     jobs_skipped: int = 0  # jobs not run: every task they record had its quota
+    interrupted: bool = False  # stopped early (Ctrl-C, SIGTERM): the dataset holds the episodes written so far
 
     def to_json(self) -> dict[str, Any]:
         per_task = {
@@ -163,6 +165,7 @@ class CollectReport:
             "frames": self.frames,
             "jobs": self.jobs,
             "jobs_skipped": self.jobs_skipped,
+            "interrupted": self.interrupted,
             "env_steps": self.env_steps,
             "seconds": round(self.seconds, 2),
             "episodes_per_minute": round(60 * self.episodes / max(self.seconds, 1e-9), 2),
@@ -301,6 +304,7 @@ def collect(config: CollectConfig | str | Path, **settings: Any) -> CollectRepor
             yield job
 
     results = run_jobs(still_wanted(demonstration_jobs(config)), run_settings(config), config.workers)
+    interruption: KeyboardInterrupt | None = None
     try:
         for result in results:
             jobs_run += 1
@@ -313,23 +317,27 @@ def collect(config: CollectConfig | str | Path, **settings: Any) -> CollectRepor
                 if quota is not None and kept[episode.task] >= quota:
                     continue
                 instruction = instruction_for(episode.task, config.seed, result.job.index, position, paraphrases)
-                index = lerobot.add(episode, instruction)
-                if calvin is not None:
-                    calvin.add(episode, instruction)
-                kept[episode.task] += 1
-                frames += len(episode)
-                episode_list.append(_episode_entry(index, episode, instruction, result.job, position))
+                with deferred_interrupts():  # an episode is written and counted, or neither
+                    index = lerobot.add(episode, instruction)
+                    if calvin is not None:
+                        calvin.add(episode, instruction)
+                    kept[episode.task] += 1
+                    frames += len(episode)
+                    episode_list.append(_episode_entry(index, episode, instruction, result.job, position))
                 bar.update(1)
             bar.set_postfix(jobs=jobs_run, kept=f"{sum(kept.values())}/{sum(attempted.values())}")
             if len(episode_list) >= config.episodes:
                 break
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM through the CLI: keep what was written
+        interruption = stop
+        stop_workers()
     finally:
         results.close()
         bar.close()
     lerobot.finalize()
     if calvin is not None:
         calvin.finalize()
-    if len(episode_list) < config.episodes:
+    if len(episode_list) < config.episodes and interruption is None:
         log.warning(
             "collected only %d of %d episodes in %d jobs (max_jobs); the experts fail too often here",
             len(episode_list),
@@ -350,9 +358,18 @@ def collect(config: CollectConfig | str | Path, **settings: Any) -> CollectRepor
         kept=dict(kept),
         episode_list=episode_list,
         jobs_skipped=skipped,
+        interrupted=interruption is not None,
         config={k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()},
     )
     (config.out / REPORT_NAME).write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
+    if interruption is not None:
+        log.warning(
+            "interrupted: %s holds the %d episodes written so far (%s marks it interrupted)",
+            lerobot_root,
+            len(episode_list),
+            REPORT_NAME,
+        )
+        raise interruption
     return report
 
 

@@ -32,6 +32,11 @@ the gripper), ``rel_actions``, ``robot_obs`` and ``scene_obs``, plus the languag
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +113,35 @@ def _quiet_encoders() -> None:
         pass
 
 
+@contextmanager
+def deferred_interrupts(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block is done, then act on them as their handlers would.
+
+    An interruption inside lerobot's ``save_episode`` (its parquet rows written, the episode's
+    metadata or video not) leaves a dataset whose parts disagree; held here, it arrives between two
+    episodes and the interrupted collection finalises a consistent dataset. Main thread only (Python
+    delivers signals there); elsewhere the block runs unchanged.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {signum: signal.getsignal(signum) for signum in signums}
+    for signum in signums:
+        signal.signal(signum, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(received):
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, None)
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), signum)
+
+
 class LeRobotWriter:
     """Appends episodes to a new LeRobot v3.0 dataset at ``root`` (which must not exist yet)."""
 
@@ -176,6 +210,10 @@ class LeRobotWriter:
                 raise ValueError(
                     f"{key} frames are {frames.shape[1:]}, the dataset stores {expected[key]}x{expected[key]}"
                 )
+        with deferred_interrupts():  # Ctrl-C / SIGTERM land between episodes, never inside one
+            return self._add(episode, instruction)
+
+    def _add(self, episode: Episode, instruction: str) -> int:
         state = episode.robot_obs.astype(np.float32)
         actions = episode.actions.astype(np.float32)
         perturbed = np.zeros(len(episode), bool) if episode.perturbed is None else episode.perturbed.astype(bool)
