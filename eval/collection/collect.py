@@ -14,6 +14,10 @@ Output folder::
     <out>/calvin/training/       CALVIN's on-disk format (with --calvin-format)
     <out>/collect_report.json    attempts and kept episodes per task, steps, timing, every episode
 
+Interrupted (Ctrl-C, or SIGTERM through the ``emu3-vla`` CLI): the workers stop, the dataset is
+finalised with the episodes written so far (an episode is written and counted, or neither) and the
+report says ``"interrupted": true``; the exception is re-raised.
+
 Reproducibility: job ``i`` (start state, scene seed, expert seed, task or chain) is a function of
 ``(seed, i)``; workers run jobs in parallel but episodes are written in job order, so the dataset
 is the same whatever ``workers`` is. With per-task quotas, a job whose recorded tasks have all filled
