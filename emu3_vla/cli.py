@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
 import signal
 import sys
 import threading
@@ -45,6 +46,11 @@ class Terminated(KeyboardInterrupt):
 
 
 def _raise_terminated(signum: int, frame: object) -> None:
+    # Ctrl-C reaches every process of the terminal's group; a SIGTERM only this one. Pass it on to our
+    # worker processes (simulators of a collection or an evaluation) so that none finishes its current
+    # job first: an executor would wait for those before the command could exit.
+    for child in multiprocessing.active_children():
+        child.terminate()
     raise Terminated
 
 

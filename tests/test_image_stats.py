@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from lerobot.datasets import compute_stats
 
-from eval.collection.image_stats import ByteImageStats, byte_image_stats
+from eval.collection.image_stats import ByteImageStats, acquire_byte_image_stats, release_byte_image_stats
 
 
 def frames(seed: int = 0, count: int = 12) -> list[np.ndarray]:
@@ -63,8 +63,14 @@ def test_other_dtypes_take_lerobots_path_and_mixing_is_refused():
 def test_lerobots_class_is_back_when_the_last_user_is_done():
     lerobots = compute_stats.RunningQuantileStats
     assert lerobots is not ByteImageStats
-    with byte_image_stats():
-        with byte_image_stats():
+    acquire_byte_image_stats()
+    try:
+        acquire_byte_image_stats()
+        try:
             assert compute_stats.RunningQuantileStats is ByteImageStats
+        finally:
+            release_byte_image_stats()
         assert compute_stats.RunningQuantileStats is ByteImageStats  # the outer user is still writing
+    finally:
+        release_byte_image_stats()
     assert compute_stats.RunningQuantileStats is lerobots

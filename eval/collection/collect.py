@@ -14,9 +14,9 @@ Output folder::
     <out>/calvin/training/       CALVIN's on-disk format (with --calvin-format)
     <out>/collect_report.json    attempts and kept episodes per task, steps, timing, every episode
 
-Interrupted (Ctrl-C, or SIGTERM through the ``emu3-vla`` CLI): the workers stop, the dataset is
-finalised with the episodes written so far (an episode is written and counted, or neither) and the
-report says ``"interrupted": true``; the exception is re-raised.
+Interrupted (Ctrl-C, or SIGTERM through the ``emu3-vla`` CLI, which stops the workers too): the
+dataset is finalised with the episodes written so far (an episode is written and counted, or
+neither) and the report says ``"interrupted": true``; the exception is re-raised.
 
 Reproducibility: job ``i`` (start state, scene seed, expert seed, task or chain) is a function of
 ``(seed, i)``; workers run jobs in parallel but episodes are written in job order, so the dataset
@@ -52,7 +52,7 @@ import numpy as np
 from envs import SUBTASK_STEPS, task_instructions, task_names
 from eval.chains import training_chains
 from eval.collection.jobs import Job, demonstration_job, derive_seed
-from eval.collection.pool import RunSettings, run_jobs, stop_workers
+from eval.collection.pool import RunSettings, run_jobs
 from eval.collection.recorder import LABELS, TAIL_STEPS, Episode, JobResult
 from eval.collection.writers import (
     MAX_EPISODE_FRAMES,
@@ -334,7 +334,6 @@ def collect(config: CollectConfig | str | Path, **settings: Any) -> CollectRepor
                 break
     except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM through the CLI: keep what was written
         interruption = stop
-        stop_workers()
     finally:
         results.close()
         bar.close()

@@ -20,15 +20,13 @@ unchanged. Measured by ``bench/writer_bench.py`` on 61 expert episodes (6,567 fr
 frame that is 1.17x faster collection.
 
 lerobot's encoder thread looks the class up in ``lerobot.datasets.compute_stats`` when it starts, so
-:func:`byte_image_stats` swaps it in there while a writer is open and puts lerobot's back when the
-last open writer finishes.
+:func:`acquire_byte_image_stats` swaps it in there while a writer is open, and
+:func:`release_byte_image_stats` puts lerobot's back when the last open writer finishes.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 from lerobot.datasets import compute_stats
@@ -85,16 +83,6 @@ class ByteImageStats(_LEROBOT_STATS):
             self._histograms.append(np.bincount(bins, weights=row, minlength=self._num_quantile_bins).astype(float))
             self._bin_edges.append(edges)
         self._byte_counts = None
-
-
-@contextmanager
-def byte_image_stats() -> Iterator[None]:
-    """While open (nesting allowed), lerobot's encoder threads count image statistics with ByteImageStats."""
-    acquire_byte_image_stats()
-    try:
-        yield
-    finally:
-        release_byte_image_stats()
 
 
 def acquire_byte_image_stats() -> None:

@@ -13,7 +13,6 @@ unsafe); as with any multiprocessing, a calling script needs an ``if __name__ ==
 
 from __future__ import annotations
 
-import multiprocessing
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -99,13 +98,6 @@ def _init_worker(settings: RunSettings) -> None:
 def _run_in_worker(job: Job) -> JobResult:
     assert _WORKER is not None, "worker not initialised"
     return _WORKER(job)
-
-
-def stop_workers() -> None:
-    """Terminate this process's worker processes now (an interrupted run: their results have nowhere to
-    go, and an executor would otherwise wait for their current jobs before the process can exit)."""
-    for child in multiprocessing.active_children():
-        child.terminate()
 
 
 def run_jobs(
