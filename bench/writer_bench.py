@@ -10,7 +10,10 @@ episode; the last line is the collection speed-up that the writer's saving impli
 (rollout + baseline writer) / (rollout + writer). It also checks that both datasets hold the same
 image statistics (mean, std, min, max exactly; quantiles within one histogram bin).
 
-Run: ``.venv/bin/python bench/writer_bench.py [--jobs 40] [--static-size 96] [--gripper-size 48]``
+``--render-every K`` records the rollouts as ``collect --render-every K`` does (cameras rendered at
+every K-th step of an episode, the frame held in between), to see what is left of the split then.
+
+Run: ``.venv/bin/python bench/writer_bench.py [--jobs 40] [--static-size 96] [--gripper-size 48] [--render-every 1]``
 """
 
 from __future__ import annotations
@@ -28,10 +31,15 @@ from eval.collection.pool import run_jobs
 from eval.collection.writers import LeRobotWriter
 
 
-def record(jobs: int, static_size: int, gripper_size: int) -> tuple[list, float]:
+def record(jobs: int, static_size: int, gripper_size: int, render_every: int) -> tuple[list, float]:
     """The episodes of the first ``jobs`` calvin34-style collection jobs and the CPU seconds they took."""
     config = CollectConfig(
-        out=Path("unused"), episodes_per_task=100, static_size=static_size, gripper_size=gripper_size, handover=True
+        out=Path("unused"),
+        episodes_per_task=100,
+        static_size=static_size,
+        gripper_size=gripper_size,
+        handover=True,
+        render_every=render_every,
     )
     started = time.process_time()
     episodes = []
@@ -57,12 +65,16 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=40, help="collection jobs to record (about 3 episodes each)")
     parser.add_argument("--static-size", type=int, default=96)
     parser.add_argument("--gripper-size", type=int, default=48)
+    parser.add_argument("--render-every", type=int, default=1, help="render every K-th step, hold in between")
     args = parser.parse_args()
 
-    episodes, rollout = record(args.jobs, args.static_size, args.gripper_size)
+    episodes, rollout = record(args.jobs, args.static_size, args.gripper_size, args.render_every)
     frames = sum(len(e) for e, _ in episodes)
     print(f"{len(episodes)} episodes, {frames} frames (static {args.static_size}, gripper {args.gripper_size})")
-    print(f"rollouts (experts, physics, cameras): {1e3 * rollout / frames:6.2f} ms CPU per frame")
+    print(
+        f"rollouts (experts, physics, cameras rendered every {args.render_every} steps): "
+        f"{1e3 * rollout / frames:6.2f} ms CPU per frame"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         baseline, base_stats = write(episodes, Path(tmp) / "lerobot", args.static_size, args.gripper_size, False)
         shutil.rmtree(Path(tmp) / "lerobot")

@@ -89,9 +89,11 @@ def train_vq(cfg) -> dict:
     (held-out PSNR per view, codebook usage) after writing ``cfg.out``."""
     from omegaconf import OmegaConf
 
+    from emu3_vla.data.held_frames import check_frame_stride
     from emu3_vla.training.data_prep import data_mapping, open_source
     from emu3_vla.training.vq_trainer import FramePool, VQTrainConfig, VQTrainer
 
+    check_frame_stride(cfg.data.root, int(cfg.frame_stride), "frame_stride")
     source = open_source(cfg)
     frames = collect_frames(source, data_mapping(cfg).views, int(cfg.frame_stride), int(cfg.max_frames))
     pool = FramePool(frames, held_out=float(cfg.held_out), seed=int(cfg.seed))

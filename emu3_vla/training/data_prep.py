@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from action_tokenizer import BinningTokenizer, FastTokenizer, load_action_tokenizer
 from emu3_vla.checkpoint import Emu3Bundle, load_vq
 from emu3_vla.data.episodes import EpisodeSource, action_chunks
+from emu3_vla.data.held_frames import check_frame_stride
 from emu3_vla.data.mapping import DataMapping
 from emu3_vla.data.sequence import SequenceSpec
 from emu3_vla.data.sources import ConcatSource, open_dataset
@@ -214,6 +215,7 @@ def build_windows(cfg: DictConfig, vla: VLAModel, source: EpisodeSource, *, prog
     """Token cache -> training windows. A model that reads state but has no state range yet (a fresh
     run) gets it fitted here on the cached states, so the checkpoint saves the range it trained with."""
     repeats = episode_repeats(cfg, source)
+    check_frame_stride(cfg.data.root, int(cfg.data.frame_stride), "data.frame_stride")
     settings = CacheSettings(chunk=vla.spec.chunk, frame_stride=int(cfg.data.frame_stride))
     cache = TokenCache.build(
         source,

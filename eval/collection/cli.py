@@ -37,6 +37,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variants", nargs="+", default=["D"], choices=list("ABCD"), help="scene variants (default D)")
     parser.add_argument("--static-size", type=int, default=200, help="static camera frame size (CALVIN: 200)")
     parser.add_argument("--gripper-size", type=int, default=84, help="gripper camera frame size (CALVIN: 84)")
+    parser.add_argument(
+        "--render-every",
+        type=int,
+        default=1,
+        metavar="K",
+        help="render the cameras at every K-th step of an episode and repeat the frame in between (default 1: "
+        "every step). Rendering is most of collection's time; a model that encodes every K-th frame "
+        "(train data.frame_stride a multiple of K) sees exactly the images a full-rate recording holds",
+    )
     parser.add_argument("--images", action="store_true", help="store PNG images instead of (lossless) video")
     parser.add_argument("--calvin-format", action="store_true", help="also write CALVIN's on-disk format")
     parser.add_argument(
@@ -76,6 +85,7 @@ def config_from_args(args: argparse.Namespace):
         workers=args.workers,
         chain_fraction=args.chain_fraction,
         handover=args.handover,
+        render_every=args.render_every,
         variants=tuple(args.variants),
         static_size=args.static_size,
         gripper_size=args.gripper_size,

@@ -24,7 +24,9 @@ is the same whatever ``workers`` is. With per-task quotas, a job whose recorded 
 their quota is skipped before it runs (its episodes would be dropped anyway, so the dataset does
 not change): without that, the last few episodes of the rarest task cost as much as the rest.
 Speed: only recorded steps are rendered, at the requested camera sizes (``static_size=128,
-gripper_size=64`` renders about three times faster than CALVIN's 200 / 84).
+gripper_size=64`` renders about three times faster than CALVIN's 200 / 84); ``render_every=k``
+renders every k-th step of an episode and repeats the frame in between, for models that encode
+every k-th frame anyway (the demo's ``data.frame_stride``).
 
 Python use (what the demo calls)::
 
@@ -98,6 +100,7 @@ class CollectConfig:
     overwrite: bool = False
     progress: bool = True
     renderer: str = "tiny"
+    render_every: int = 1  # render every k-th step of an episode, hold the frame in between (see recorder)
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -118,6 +121,13 @@ class CollectConfig:
                 raise ValueError(f"{name} must be an even number of pixels between 16 and 512 (video), got {size}")
         if self.noise < 0:
             raise ValueError(f"noise must be >= 0, got {self.noise}")
+        if not isinstance(self.render_every, int) or self.render_every < 1:
+            raise ValueError(f"render_every must be a whole number >= 1, got {self.render_every!r}")
+        if self.render_every > 1 and self.calvin_format:
+            raise ValueError(
+                f"render_every={self.render_every} repeats frames between renders, but CALVIN-format readers "
+                "train on every frame; collect CALVIN's format with render_every=1"
+            )
         if self.noise_kind not in NOISE_KINDS:
             raise ValueError(f"noise_kind must be one of {', '.join(NOISE_KINDS)}, got {self.noise_kind!r}")
         if self.labels not in LABELS:
@@ -225,6 +235,7 @@ def run_settings(config: CollectConfig) -> RunSettings:
         tail_steps=config.tail_steps,
         handover=config.handover,
         renderer=config.renderer,
+        render_every=config.render_every,
     )
 
 
@@ -279,6 +290,7 @@ def collect(config: CollectConfig | str | Path, **settings: Any) -> CollectRepor
         gripper_size=config.gripper_size,
         video=config.video,
         max_episode_frames=max(MAX_EPISODE_FRAMES, config.max_steps + 2 * config.tail_steps + 1),
+        render_every=config.render_every,
     )
     calvin = CalvinFormatWriter(calvin_root) if calvin_root is not None else None
     attempted: Counter[str] = Counter()

@@ -78,6 +78,7 @@ class OnPolicyConfig:
     recover: bool = True  # after the policy's failure the expert records that subtask from there
     static_size: int = 96
     gripper_size: int = 48
+    render_every: int = 1  # the expert's episodes: render every k-th step, hold the frame in between (recorder)
     envs: int = 4  # simulators per worker, stepped together
     workers: int = 2
     decoder: str = "parallel"
@@ -87,7 +88,8 @@ class OnPolicyConfig:
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
-        for name in ("chains", "policy_subtasks", "expert_subtasks", "envs", "workers", "chains_per_call"):
+        counts = ("chains", "policy_subtasks", "expert_subtasks", "render_every", "envs", "workers", "chains_per_call")
+        for name in counts:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.policy_subtasks >= 5:
@@ -226,7 +228,7 @@ class OnPolicyRunner:
     def _begin_expert_subtask(self, k: int, slot: _Slot) -> None:
         self.expert.reset(k)
         slot.steps, slot.success_step = 0, None
-        slot.recorder = _Recorder(frames=True)
+        slot.recorder = _Recorder(frames=True, render_every=self.config.render_every)
 
     def _expert_step(self, k: int, slot: _Slot) -> bool:
         """One expert action, recorded; False when the chain is over."""
@@ -310,6 +312,7 @@ def collect_on_policy(config: OnPolicyConfig) -> dict[str, Any]:
         static_size=config.static_size,
         gripper_size=config.gripper_size,
         max_episode_frames=max(MAX_EPISODE_FRAMES, SUBTASK_STEPS + 2 * TAIL_STEPS + 1),
+        render_every=config.render_every,
     )
     paraphrases = task_instructions("training")
     chains = chain_outcomes(config)

@@ -34,6 +34,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--static-size", type=int, default=96, help="recorded static frames (default 96)")
     parser.add_argument("--gripper-size", type=int, default=48, help="recorded gripper frames (default 48)")
+    parser.add_argument(
+        "--render-every",
+        type=int,
+        default=1,
+        metavar="K",
+        help="render the expert's episodes at every K-th step and repeat the frame in between (default 1; "
+        "as emu3-vla collect --render-every)",
+    )
     parser.add_argument("--envs", type=int, default=4, help="simulators per worker stepped together (default 4)")
     parser.add_argument("--workers", type=int, default=2, help="processes, each with its own policy (default 2)")
     parser.add_argument(
@@ -58,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         recover=not args.no_recover,
         static_size=args.static_size,
         gripper_size=args.gripper_size,
+        render_every=args.render_every,
         envs=args.envs,
         workers=args.workers,
         decoder=args.decoder,

@@ -42,6 +42,7 @@ class RunSettings:
     finish_last: bool = True
     handover: bool = False  # a chain's subtask tail opens the next subtask's episode (see recorder)
     renderer: str = "tiny"
+    render_every: int = 1  # render every k-th step of an episode, hold the frame in between (see recorder)
 
 
 class JobRunner:
@@ -78,6 +79,7 @@ class JobRunner:
             finish_last=s.finish_last,
             labels=s.labels,
             handover=s.handover,
+            render_every=s.render_every,
         )
 
     def close(self) -> None:

@@ -16,6 +16,11 @@ the instruction at the very step of success, so a policy meets its second subtas
 there, only from the pose a finished motion leaves. The last subtask of a job keeps its tail.
 
 Only recorded steps are rendered (images are lazy), and not at all with ``record_frames=False``.
+With ``render_every=k`` an episode's frames are rendered at its steps 0, k, 2k, ... and held in
+between (a zero-order hold, what a camera at 1/k of the control rate gives). A model that encodes
+every k-th frame (``data.frame_stride``, a multiple of k) then trains on exactly the images a
+full-rate recording holds, while collection renders k times less; rendering is most of an
+expert's CPU time (measured in ``docs/experiments.md``).
 
 With a noisy expert the arm executes the noisy action, and ``labels`` says which action is
 recorded: ``"clean"`` (default) the expert's noise-free action from the state the noise led to,
@@ -86,8 +91,11 @@ class JobResult:
 
 
 class _Recorder:
-    def __init__(self, frames: bool) -> None:
+    def __init__(self, frames: bool, render_every: int = 1) -> None:
+        if render_every < 1:
+            raise ValueError(f"render_every must be >= 1, got {render_every}")
         self.frames = frames
+        self.render_every = render_every
         self.static: list[np.ndarray] = []
         self.gripper: list[np.ndarray] = []
         self.robot_obs: list[np.ndarray] = []
@@ -101,8 +109,12 @@ class _Recorder:
 
     def before(self, obs: dict[str, Any], action: np.ndarray, perturbed: bool = False) -> None:
         if self.frames:
-            self.static.append(np.array(obs["rgb_obs"]["rgb_static"]))
-            self.gripper.append(np.array(obs["rgb_obs"]["rgb_gripper"]))
+            if len(self) % self.render_every == 0:  # the episode's step counts from its own start
+                self.static.append(np.array(obs["rgb_obs"]["rgb_static"]))
+                self.gripper.append(np.array(obs["rgb_obs"]["rgb_gripper"]))
+            else:  # held: the same arrays again (np.stack copies them when the episode is made)
+                self.static.append(self.static[-1])
+                self.gripper.append(self.gripper[-1])
         self.robot_obs.append(np.asarray(obs["robot_obs"], dtype=np.float64))
         self.scene_obs.append(np.asarray(obs["scene_obs"], dtype=np.float64))
         self.actions.append(np.asarray(action, dtype=np.float64))
@@ -140,11 +152,13 @@ def run_job(
     finish_last: bool = True,
     labels: str = "clean",
     handover: bool = False,
+    render_every: int = 1,
 ) -> JobResult:
     """Run ``job`` with the expert as environment 0; record the wanted subtasks that succeed.
 
     ``finish_last=False`` stops the last subtask at success (benchmarks need no tail);
-    ``handover=True`` records a subtask's tail as the start of the next one (see the module doc).
+    ``handover=True`` records a subtask's tail as the start of the next one; ``render_every=k``
+    renders every k-th step of an episode and holds the frame in between (see the module doc).
     """
     if labels not in LABELS:
         raise ValueError(f"labels must be one of {LABELS}, got {labels!r}")
@@ -161,11 +175,11 @@ def run_job(
         expert.reset(0)
         start_info = info
         wanted = job.record[position]
-        recorder = (carried or _Recorder(record_frames)) if wanted else None
+        recorder = (carried or _Recorder(record_frames, render_every)) if wanted else None
         offset = len(recorder) if recorder is not None else 0
         has_next = position + 1 < len(job.tasks)
         handing_over = handover and has_next
-        tail_recorder = _Recorder(record_frames) if handing_over and job.record[position + 1] else None
+        tail_recorder = _Recorder(record_frames, render_every) if handing_over and job.record[position + 1] else None
         tail = tail_steps if (finish_last or has_next) else 0
         success_step: int | None = None
         steps = 0

@@ -43,6 +43,7 @@ import numpy as np
 
 from emu3_vla.data.calvin_format import CalvinWriter
 from emu3_vla.data.episodes import PERTURBED_KEY
+from emu3_vla.data.held_frames import write_render_every
 from eval.collection.image_stats import acquire_byte_image_stats, release_byte_image_stats
 from eval.collection.recorder import Episode
 
@@ -157,8 +158,11 @@ class LeRobotWriter:
         max_episode_frames: int = MAX_EPISODE_FRAMES,
         video_file_mb: int = VIDEO_FILE_MB,
         byte_image_stats: bool = True,
+        render_every: int = 1,
     ) -> None:
-        """``byte_image_stats=False`` keeps lerobot's own per-frame statistics (the benchmark's baseline)."""
+        """``byte_image_stats=False`` keeps lerobot's own per-frame statistics (the benchmark's baseline);
+        ``render_every=k`` marks the dataset as holding frames rendered every k-th step (its episodes
+        must be recorded so, see ``eval.collection.recorder``), which training then checks."""
         _quiet_encoders()
         from lerobot.configs.video import RGBEncoderConfig
         from lerobot.datasets import LeRobotDataset
@@ -190,6 +194,7 @@ class LeRobotWriter:
             use_videos=video,
             **options,
         )
+        write_render_every(self.root, render_every)
         self.episodes = 0
         self._byte_stats = video and byte_image_stats  # until finalize(): image stats counted per byte value
         if self._byte_stats:

@@ -29,6 +29,7 @@ def collect_stage(run: Any, trained: Stage) -> Stage:
         "views": run.views(),
         "decoder": str(run.cfg.eval.decoder),
         "seed": int(run.cfg.seed),
+        **({"render_every": run.render_every()} if run.render_every() > 1 else {}),
     }
     return Stage(f"collect on-policy data ({run.tag})", run.folder / f"on_policy_{run.tag}", settings, [trained])
 
@@ -49,6 +50,7 @@ def run_collect(run: Any, stage: Stage, checkpoint: Path) -> dict[str, Any]:
             recover=s["recover"],
             static_size=views["static"],
             gripper_size=views["gripper"],
+            render_every=int(s.get("render_every", 1)),
             envs=int(run.cfg.eval.envs),
             workers=int(run.cfg.workers),
             decoder=s["decoder"],

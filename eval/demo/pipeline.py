@@ -52,11 +52,30 @@ class Run:
         unknown = sorted(set(tasks) - set(task_names()))
         if unknown:
             raise ValueError(f"unknown tasks {unknown}; choose from: {', '.join(task_names())}")
-        return cls(cfg, Path(cfg.run_dir), tasks, device, str(cfg.get("tag") or "main"))
+        run = cls(cfg, Path(cfg.run_dir), tasks, device, str(cfg.get("tag") or "main"))
+        run.check_render_every()
+        return run
 
     def views(self) -> dict[str, int]:
         cameras = self.cfg.train.data.cameras
         return {"static": int(cameras.static.size), "gripper": int(cameras.gripper.size)}
+
+    def render_every(self) -> int:
+        """Collection renders every k-th step and holds the frame in between (``collect.render_every``)."""
+        return int(self.cfg.collect.get("render_every") or 1)
+
+    def check_render_every(self) -> None:
+        """Every frame the VLA or the VQ tokenizer encodes must be a rendered one, not a held copy."""
+        every = self.render_every()
+        strides = {"train.data.frame_stride": int(self.cfg.train.data.frame_stride)}
+        strides["vq.frame_stride"] = int(self.cfg.vq.frame_stride)
+        wrong = [f"{name}={stride}" for name, stride in strides.items() if every < 1 or stride % every]
+        if wrong:
+            raise ValueError(
+                f"collect.render_every={every} renders every {every}th step and repeats the frame in between, "
+                f"but {' and '.join(wrong)} would encode repeated frames: make the strides multiples of "
+                f"{every}, or set collect.render_every to a divisor of them (1 renders every step)"
+            )
 
 
 # ------------------------------------------------------------------------------------ data stages
@@ -75,6 +94,7 @@ def collect_stage(run: Run) -> Stage:
         "seed": int(run.cfg.seed),
         # only when on, so that the key of collections made before the option existed still matches
         **({"handover": True} if c.get("handover") else {}),
+        **({"render_every": run.render_every()} if run.render_every() > 1 else {}),
     }
     return Stage("collect demonstrations", run.folder / "data", settings)
 
@@ -103,6 +123,7 @@ def run_collect(run: Run, stage: Stage) -> dict[str, Any]:
             noise_kind=str(c.noise_kind),
             labels=str(c.labels),
             handover=bool(c.get("handover", False)),
+            render_every=run.render_every(),
             overwrite=True,
         )
     ).to_json()

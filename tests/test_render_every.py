@@ -1,0 +1,95 @@
+"""``render_every``: collection renders every k-th step of an episode and holds the frame in between.
+
+The claim that makes it safe for the demo: a model and a VQ tokenizer that encode every k-th frame
+see exactly the images of a full-rate recording (the same simulation, the same renders), and a
+stride that would encode a held copy is refused, by the demo and by training, before any work."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emu3_vla.data.held_frames import RECORDING_FILE, check_frame_stride, render_every
+from eval.collection.collect import CollectConfig, collect, demonstration_jobs, run_settings
+from eval.collection.pool import JobRunner
+
+SIZES = {"static_size": 48, "gripper_size": 32}
+
+
+def run(job, settings):
+    runner = JobRunner(settings)
+    try:
+        return runner(job)
+    finally:
+        runner.close()
+
+
+def test_held_frames_are_the_full_rate_renders_at_every_kth_step():
+    config = CollectConfig(out=Path("unused"), chain_fraction=1.0, seed=2, handover=True, progress=False, **SIZES)
+    job = next(j for j in demonstration_jobs(config, limit=20) if len(j.tasks) == 5)
+    job = dataclasses.replace(job, record=(True,) * len(job.tasks))
+    full = run(job, run_settings(config))
+    held = run(job, dataclasses.replace(run_settings(config), render_every=5))
+    assert full.env_steps == held.env_steps and len(full.episodes) == len(held.episodes) >= 2
+    changed = 0
+    for a, b in zip(full.episodes, held.episodes, strict=True):
+        assert np.array_equal(a.actions, b.actions) and np.array_equal(a.robot_obs, b.robot_obs)
+        for view in ("static", "gripper"):
+            x, y = getattr(a, view), getattr(b, view)
+            assert x.shape == y.shape
+            rendered = np.arange(0, len(a), 5)  # counted from each episode's (segment's) own start
+            assert np.array_equal(x[rendered], y[rendered]), "every k-th frame is the full-rate render"
+            for t in range(len(a)):
+                assert np.array_equal(y[t], y[t - t % 5]), "in between, the last rendered frame is held"
+            changed += int(sum(not np.array_equal(x[t], y[t]) for t in range(len(a))))
+    assert changed > 0, "the held frames should differ from the full-rate ones somewhere (the arm moves)"
+
+
+def test_a_held_frame_dataset_says_so_and_training_refuses_strides_that_encode_copies(tmp_path):
+    report = collect(tmp_path / "col", episodes=2, seed=3, render_every=5, progress=False, **SIZES)
+    assert report.to_json()["config"]["render_every"] == 5
+    root = report.lerobot_root
+    assert json.loads((root / RECORDING_FILE).read_text()) == {"render_every": 5}
+    assert render_every(root) == 5 and render_every(tmp_path) == 1
+    from lerobot.datasets import LeRobotDataset
+
+    assert LeRobotDataset("local/col", root=root).num_episodes == 2  # lerobot still reads it
+    check_frame_stride(root, 5, "data.frame_stride")
+    check_frame_stride([str(root)], 10, "data.frame_stride")
+    with pytest.raises(ValueError, match=r"data.frame_stride=1 would encode repeated frames; use a multiple of 5"):
+        check_frame_stride([str(tmp_path), str(root)], 1, "data.frame_stride")
+
+    from emu3_vla.training.cli import train_vq
+    from emu3_vla.training.config import load_config
+
+    cfg = load_config("train_vq", [f"data.root={root}", "frame_stride=2", f"out={tmp_path / 'vq'}"])
+    with pytest.raises(ValueError, match="frame_stride=2 would encode repeated frames"):
+        train_vq(cfg)
+    assert not (tmp_path / "vq").exists(), "refused before any work"
+
+
+def test_render_every_is_validated_and_kept_out_of_calvins_format(tmp_path):
+    with pytest.raises(ValueError, match="render_every must be a whole number >= 1"):
+        CollectConfig(out=tmp_path, render_every=0)
+    with pytest.raises(ValueError, match="CALVIN-format readers train on every frame"):
+        CollectConfig(out=tmp_path, render_every=5, calvin_format=True)
+
+
+def test_the_demo_refuses_strides_that_would_encode_held_frames(tmp_path):
+    from emu3_vla.training.config import load_config
+    from eval.demo.pipeline import Run
+
+    def compose_config(overrides):
+        return load_config("demo", overrides)
+
+    base = [f"run_dir={tmp_path / 'demo'}"]
+    assert Run.create(compose_config(base)).render_every() == 5
+    with pytest.raises(ValueError, match=r"train.data.frame_stride=2 would encode repeated frames"):
+        Run.create(compose_config([*base, "train.data.frame_stride=2"]))
+    with pytest.raises(ValueError, match=r"vq.frame_stride=3 would encode repeated frames"):
+        Run.create(compose_config([*base, "vq.frame_stride=3"]))
+    assert Run.create(compose_config([*base, "collect.render_every=1", "vq.frame_stride=3"])).render_every() == 1
