@@ -48,15 +48,21 @@ def make_env(
     calvin_dataset: str | None = None,
     renderer: str = "tiny",
     lazy_images: bool = True,
+    camera_sizes: dict[str, int] | None = None,
 ) -> Any:
     """One simulator. ``lazy_images`` (playtable) renders cameras only when an observation's images
     are read, so a policy that looks every 10th step pays for 1 render in 10 (calvin_env renders
-    every step regardless). ``calvin_dataset`` (calvin): a folder with ``.hydra/merged_config.yaml``,
-    written by ``emu3-vla eval calvin-config`` or a CALVIN dataset split."""
+    every step regardless). ``camera_sizes`` (playtable) renders other square sizes than CALVIN's
+    200 / 84. ``calvin_dataset`` (calvin): a folder with ``.hydra/merged_config.yaml``, written by
+    ``emu3-vla eval calvin-config`` or a CALVIN dataset split."""
     if backend == "playtable":
         from envs import PlayTableEnv
 
-        return PlayTableEnv(variant=variant, renderer=renderer, lazy_images=lazy_images)
+        return PlayTableEnv(variant=variant, renderer=renderer, lazy_images=lazy_images, camera_sizes=camera_sizes)
+    if camera_sizes:
+        raise ValueError(
+            f"camera sizes {camera_sizes} apply to --backend playtable only; {backend} renders its own cameras"
+        )
     if backend == "calvin":
         from envs.calvin_backend import CalvinEnv, CalvinNotAvailable
 

@@ -49,6 +49,14 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ep-len", type=int, default=None, help="steps per subtask (default: CALVIN's 360)")
     p.add_argument("--wandb", default="disabled", choices=["disabled", "offline", "online"])
     p.add_argument(
+        "--camera-sizes",
+        nargs=2,
+        type=int,
+        metavar=("STATIC", "GRIPPER"),
+        help="playtable: render the cameras at these square sizes instead of CALVIN's 200 / 84 (e.g. the "
+        "sizes the model was trained on, 96 48: frames rendered as its data was, not resized)",
+    )
+    p.add_argument(
         "--instructions",
         default="validation",
         choices=["validation", "training"],
@@ -214,6 +222,15 @@ def run_gym(args: argparse.Namespace) -> int:
     return 0
 
 
+def camera_sizes(sizes: list[int] | None, backend: str) -> dict[str, int] | None:
+    """``--camera-sizes STATIC GRIPPER`` as PlayTable's ``camera_sizes``; refused on other backends."""
+    if sizes is None:
+        return None
+    if backend != "playtable":
+        raise ValueError(f"--camera-sizes applies to --backend playtable only; {backend} renders its own cameras")
+    return {"static": sizes[0], "gripper": sizes[1]}
+
+
 def _settings(args: argparse.Namespace):
     """The evaluation settings; a policy the backend cannot run is refused here, before anything is built."""
     from eval.backends import check_policy_for_backend, default_policy
@@ -235,6 +252,7 @@ def _settings(args: argparse.Namespace):
         device=args.device,
         execute_steps=args.execute_steps,
         instructions=args.instructions,
+        camera_sizes=camera_sizes(args.camera_sizes, args.backend),
         decoder=args.decoder,
         progress=not args.no_progress,
         wandb_mode=args.wandb,

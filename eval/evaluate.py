@@ -57,6 +57,9 @@ class EvalSettings:
     wandb_mode: str = "disabled"
     lazy_images: bool = True  # render cameras only when a policy reads them (False: every step)
     instructions: str = "validation"  # CALVIN's protocol: validation paraphrases; "training": the seen ones
+    # playtable: render the cameras at these square sizes instead of CALVIN's 200 / 84, e.g. the sizes a
+    # model was trained on ({"static": 96, "gripper": 48}), so that it sees frames rendered as its data was
+    camera_sizes: dict[str, int] | None = None
 
 
 def instructions_for_eval(split: str = "validation") -> dict[str, str]:
@@ -89,6 +92,7 @@ def _run_jobs(
             variant=settings.variant,
             calvin_dataset=settings.calvin_dataset,
             lazy_images=settings.lazy_images,
+            camera_sizes=settings.camera_sizes,
         )
         for _ in range(n_envs)
     ]
@@ -175,6 +179,7 @@ def finalize(settings: EvalSettings, indices: Sequence[int], *, kind: str) -> di
         policy=settings.policy,
         backend=settings.backend,
         variant=settings.variant,
+        camera_sizes=settings.camera_sizes,  # None: CALVIN's 200 / 84
         seconds_per_chain=(m["seconds"] / len(results)) if results else None,
     )
     write_json(settings.out / "results.json", m)
@@ -320,6 +325,7 @@ def evaluate_tasks(
         "policy": settings.policy,
         "backend": settings.backend,
         "variant": settings.variant,
+        "camera_sizes": settings.camera_sizes,  # None: CALVIN's 200 / 84
         "episodes": len(results),
         "tasks": len(per),
         "sr@1": sum(rates) / len(rates) if rates else 0.0,

@@ -195,3 +195,33 @@ def test_suite_task_with_a_prefix_counts_a_failed_prefix_as_a_failed_attempt():
     assert entry["attempts"] == 4 and entry["reached"] == 2 and entry["prerequisite_failures"] == 2
     assert entry["success_rate"] == pytest.approx(1 / 4), "a failed prefix is a failed attempt"
     assert entry["success_rate_reached"] == pytest.approx(1 / 2)
+
+
+def test_camera_sizes_render_playtable_at_the_requested_sizes_and_are_reported(tmp_path):
+    """``--camera-sizes 64 32``: PlayTable renders those sizes (e.g. a model's training sizes) instead of
+    CALVIN's 200 / 84, results.json says so, and another backend refuses the flag."""
+    import argparse
+
+    from eval.backends import make_env
+    from eval.cli import _settings, register
+
+    parser = argparse.ArgumentParser(prog="emu3-vla")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["eval", "tasks", "--out", str(tmp_path / "t"), "--camera-sizes", "64", "32"])
+    chosen = _settings(args)
+    assert chosen.camera_sizes == {"static": 64, "gripper": 32}
+    env = make_env(chosen.backend, camera_sizes=chosen.camera_sizes)
+    try:
+        obs = env.reset()
+        assert obs["rgb_obs"]["rgb_static"].shape == (64, 64, 3)
+        assert obs["rgb_obs"]["rgb_gripper"].shape == (32, 32, 3)
+    finally:
+        env.close()
+    m = evaluate_tasks(
+        settings(tmp_path / "t", ep_len=3, camera_sizes=chosen.camera_sizes), tasks=["open_drawer"], per_task=1
+    )
+    assert json.loads((tmp_path / "t" / "results.json").read_text())["camera_sizes"] == {"static": 64, "gripper": 32}
+    assert m["episodes"] == 1
+    calvin = parser.parse_args(["eval", "calvin", "--out", "x", "--backend", "calvin", "--camera-sizes", "64", "32"])
+    with pytest.raises(ValueError, match="--camera-sizes applies to --backend playtable only"):
+        _settings(calvin)
