@@ -46,6 +46,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "every step). Rendering is most of collection's time; a model that encodes every K-th frame "
         "(train data.frame_stride a multiple of K) sees exactly the images a full-rate recording holds",
     )
+    parser.add_argument(
+        "--render-sizes",
+        nargs=2,
+        type=int,
+        metavar=("STATIC", "GRIPPER"),
+        help="render the cameras at these sizes (e.g. CALVIN's 200 84, what evaluation renders) and store the "
+        "frames resized to --static-size / --gripper-size with the antialiased filter a policy applies to its "
+        "camera images, so that training sees the pixels evaluation feeds (default: render at the stored sizes)",
+    )
     parser.add_argument("--images", action="store_true", help="store PNG images instead of (lossless) video")
     parser.add_argument("--calvin-format", action="store_true", help="also write CALVIN's on-disk format")
     parser.add_argument(
@@ -86,6 +95,7 @@ def config_from_args(args: argparse.Namespace):
         chain_fraction=args.chain_fraction,
         handover=args.handover,
         render_every=args.render_every,
+        render_sizes=tuple(args.render_sizes) if args.render_sizes else None,
         variants=tuple(args.variants),
         static_size=args.static_size,
         gripper_size=args.gripper_size,

@@ -26,7 +26,8 @@ not change): without that, the last few episodes of the rarest task cost as much
 Speed: only recorded steps are rendered, at the requested camera sizes (``static_size=128,
 gripper_size=64`` renders about three times faster than CALVIN's 200 / 84); ``render_every=k``
 renders every k-th step of an episode and repeats the frame in between, for models that encode
-every k-th frame anyway (the demo's ``data.frame_stride``).
+every k-th frame anyway (the demo's ``data.frame_stride``); ``render_sizes=(200, 84)`` renders what
+evaluation renders and stores it resized, as a policy resizes its camera images.
 
 Python use (what the demo calls)::
 
@@ -101,6 +102,9 @@ class CollectConfig:
     progress: bool = True
     renderer: str = "tiny"
     render_every: int = 1  # render every k-th step of an episode, hold the frame in between (see recorder)
+    # render the cameras at these (static, gripper) sizes, e.g. CALVIN's (200, 84) that evaluation renders,
+    # and store the frames resized to static_size / gripper_size as a policy resizes them (None: render those)
+    render_sizes: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -123,6 +127,14 @@ class CollectConfig:
             raise ValueError(f"noise must be >= 0, got {self.noise}")
         if not isinstance(self.render_every, int) or self.render_every < 1:
             raise ValueError(f"render_every must be a whole number >= 1, got {self.render_every!r}")
+        if self.render_sizes is not None:
+            sizes = tuple(self.render_sizes)
+            if len(sizes) != 2 or not all(isinstance(v, int) and 16 <= v <= 512 for v in sizes):
+                raise ValueError(
+                    "render_sizes must be two whole numbers between 16 and 512 (static, gripper), "
+                    f"got {self.render_sizes!r}"
+                )
+            self.render_sizes = sizes
         if self.render_every > 1 and self.calvin_format:
             raise ValueError(
                 f"render_every={self.render_every} repeats frames between renders, but CALVIN-format readers "
@@ -236,6 +248,7 @@ def run_settings(config: CollectConfig) -> RunSettings:
         handover=config.handover,
         renderer=config.renderer,
         render_every=config.render_every,
+        render_sizes=config.render_sizes,
     )
 
 

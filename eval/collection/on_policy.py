@@ -79,6 +79,7 @@ class OnPolicyConfig:
     static_size: int = 96
     gripper_size: int = 48
     render_every: int = 1  # the expert's episodes: render every k-th step, hold the frame in between (recorder)
+    render_sizes: tuple[int, int] | None = None  # the expert's episodes: render so, store resized (as collect)
     envs: int = 4  # simulators per worker, stepped together
     workers: int = 2
     decoder: str = "parallel"
@@ -220,7 +221,8 @@ class OnPolicyRunner:
     def _take_over(self, k: int, slot: _Slot, kind: str) -> bool:
         slot.chain.kind, slot.chain.expert_from = kind, slot.position
         slot.expert = True
-        slot.env.set_camera_sizes(self.sizes)
+        rendered = self.config.render_sizes
+        slot.env.set_camera_sizes({"static": rendered[0], "gripper": rendered[1]} if rendered else self.sizes)
         slot.obs, slot.info = slot.env.get_obs(), slot.env.get_info()
         self._begin_expert_subtask(k, slot)
         return True
@@ -228,7 +230,8 @@ class OnPolicyRunner:
     def _begin_expert_subtask(self, k: int, slot: _Slot) -> None:
         self.expert.reset(k)
         slot.steps, slot.success_step = 0, None
-        slot.recorder = _Recorder(frames=True, render_every=self.config.render_every)
+        stored = self.sizes if self.config.render_sizes else None
+        slot.recorder = _Recorder(frames=True, render_every=self.config.render_every, store_sizes=stored)
 
     def _expert_step(self, k: int, slot: _Slot) -> bool:
         """One expert action, recorded; False when the chain is over."""

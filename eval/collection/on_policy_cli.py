@@ -42,6 +42,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="render the expert's episodes at every K-th step and repeat the frame in between (default 1; "
         "as emu3-vla collect --render-every)",
     )
+    parser.add_argument(
+        "--render-sizes",
+        nargs=2,
+        type=int,
+        metavar=("STATIC", "GRIPPER"),
+        help="render the expert's episodes at these sizes and store them resized to --static-size / "
+        "--gripper-size (as emu3-vla collect --render-sizes)",
+    )
     parser.add_argument("--envs", type=int, default=4, help="simulators per worker stepped together (default 4)")
     parser.add_argument("--workers", type=int, default=2, help="processes, each with its own policy (default 2)")
     parser.add_argument(
@@ -67,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         static_size=args.static_size,
         gripper_size=args.gripper_size,
         render_every=args.render_every,
+        render_sizes=tuple(args.render_sizes) if args.render_sizes else None,
         envs=args.envs,
         workers=args.workers,
         decoder=args.decoder,

@@ -43,6 +43,8 @@ class RunSettings:
     handover: bool = False  # a chain's subtask tail opens the next subtask's episode (see recorder)
     renderer: str = "tiny"
     render_every: int = 1  # render every k-th step of an episode, hold the frame in between (see recorder)
+    # render at these (static, gripper) sizes and store frames resized to static_size / gripper_size
+    render_sizes: tuple[int, int] | None = None
 
 
 class JobRunner:
@@ -62,7 +64,8 @@ class JobRunner:
 
     def new_env(self, variant: str) -> PlayTableEnv:
         self.close()
-        sizes = {"static": self.settings.static_size, "gripper": self.settings.gripper_size}
+        rendered = self.settings.render_sizes or (self.settings.static_size, self.settings.gripper_size)
+        sizes = {"static": rendered[0], "gripper": rendered[1]}
         self.env = PlayTableEnv(variant=variant, renderer=self.settings.renderer, camera_sizes=sizes)
         return self.env
 
@@ -80,6 +83,7 @@ class JobRunner:
             labels=s.labels,
             handover=s.handover,
             render_every=s.render_every,
+            store_sizes={"static": s.static_size, "gripper": s.gripper_size} if s.render_sizes else None,
         )
 
     def close(self) -> None:

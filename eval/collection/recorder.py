@@ -22,6 +22,12 @@ every k-th frame (``data.frame_stride``, a multiple of k) then trains on exactly
 full-rate recording holds, while collection renders k times less; rendering is most of an
 expert's CPU time (measured in ``docs/experiments.md``).
 
+With ``store_sizes`` the environment renders at its own camera sizes (e.g. CALVIN's 200 / 84, what
+evaluation renders) and each frame is stored resized to ``store_sizes`` with the antialiased filter
+a policy applies to its camera images (:func:`emu3_vla.vision.resize_images`): the dataset then holds
+exactly the pixels a policy is fed in evaluation. Rendered directly at the small size, the same
+scene comes out aliased, and a VQ tokenizer gives about half of its codes differently.
+
 With a noisy expert the arm executes the noisy action, and ``labels`` says which action is
 recorded: ``"clean"`` (default) the expert's noise-free action from the state the noise led to,
 i.e. DART's supervisor label (Laskey et al., 2017): the data then shows how to get back on track
@@ -91,11 +97,12 @@ class JobResult:
 
 
 class _Recorder:
-    def __init__(self, frames: bool, render_every: int = 1) -> None:
+    def __init__(self, frames: bool, render_every: int = 1, store_sizes: dict[str, int] | None = None) -> None:
         if render_every < 1:
             raise ValueError(f"render_every must be >= 1, got {render_every}")
         self.frames = frames
         self.render_every = render_every
+        self.store_sizes = dict(store_sizes) if store_sizes else {}
         self.static: list[np.ndarray] = []
         self.gripper: list[np.ndarray] = []
         self.robot_obs: list[np.ndarray] = []
@@ -110,8 +117,8 @@ class _Recorder:
     def before(self, obs: dict[str, Any], action: np.ndarray, perturbed: bool = False) -> None:
         if self.frames:
             if len(self) % self.render_every == 0:  # the episode's step counts from its own start
-                self.static.append(np.array(obs["rgb_obs"]["rgb_static"]))
-                self.gripper.append(np.array(obs["rgb_obs"]["rgb_gripper"]))
+                self.static.append(self._stored(obs["rgb_obs"]["rgb_static"], "static"))
+                self.gripper.append(self._stored(obs["rgb_obs"]["rgb_gripper"], "gripper"))
             else:  # held: the same arrays again (np.stack copies them when the episode is made)
                 self.static.append(self.static[-1])
                 self.gripper.append(self.gripper[-1])
@@ -119,6 +126,14 @@ class _Recorder:
         self.scene_obs.append(np.asarray(obs["scene_obs"], dtype=np.float64))
         self.actions.append(np.asarray(action, dtype=np.float64))
         self.perturbed.append(bool(perturbed))
+
+    def _stored(self, image: np.ndarray, camera: str) -> np.ndarray:
+        size = self.store_sizes.get(camera)
+        if size is None or image.shape[:2] == (size, size):
+            return np.array(image)
+        from emu3_vla.vision import resize_images
+
+        return resize_images(np.array(image)[None], size, size)[0].numpy()
 
     def after(self, info: dict[str, Any], action: np.ndarray) -> None:
         robot = info["robot_info"]
@@ -153,12 +168,14 @@ def run_job(
     labels: str = "clean",
     handover: bool = False,
     render_every: int = 1,
+    store_sizes: dict[str, int] | None = None,
 ) -> JobResult:
     """Run ``job`` with the expert as environment 0; record the wanted subtasks that succeed.
 
     ``finish_last=False`` stops the last subtask at success (benchmarks need no tail);
     ``handover=True`` records a subtask's tail as the start of the next one; ``render_every=k``
-    renders every k-th step of an episode and holds the frame in between (see the module doc).
+    renders every k-th step of an episode and holds the frame in between; ``store_sizes`` stores the
+    frames ``env`` renders resized to these sizes (see the module doc).
     """
     if labels not in LABELS:
         raise ValueError(f"labels must be one of {LABELS}, got {labels!r}")
@@ -175,11 +192,13 @@ def run_job(
         expert.reset(0)
         start_info = info
         wanted = job.record[position]
-        recorder = (carried or _Recorder(record_frames, render_every)) if wanted else None
+        recorder = (carried or _Recorder(record_frames, render_every, store_sizes)) if wanted else None
         offset = len(recorder) if recorder is not None else 0
         has_next = position + 1 < len(job.tasks)
         handing_over = handover and has_next
-        tail_recorder = _Recorder(record_frames, render_every) if handing_over and job.record[position + 1] else None
+        tail_recorder = (
+            _Recorder(record_frames, render_every, store_sizes) if handing_over and job.record[position + 1] else None
+        )
         tail = tail_steps if (finish_last or has_next) else 0
         success_step: int | None = None
         steps = 0

@@ -30,6 +30,7 @@ def collect_stage(run: Any, trained: Stage) -> Stage:
         "decoder": str(run.cfg.eval.decoder),
         "seed": int(run.cfg.seed),
         **({"render_every": run.render_every()} if run.render_every() > 1 else {}),
+        **({"render_sizes": list(run.render_sizes())} if run.render_sizes() else {}),
     }
     return Stage(f"collect on-policy data ({run.tag})", run.folder / f"on_policy_{run.tag}", settings, [trained])
 
@@ -51,6 +52,7 @@ def run_collect(run: Any, stage: Stage, checkpoint: Path) -> dict[str, Any]:
             static_size=views["static"],
             gripper_size=views["gripper"],
             render_every=int(s.get("render_every", 1)),
+            render_sizes=tuple(s["render_sizes"]) if s.get("render_sizes") else None,
             envs=int(run.cfg.eval.envs),
             workers=int(run.cfg.workers),
             decoder=s["decoder"],

@@ -64,6 +64,11 @@ class Run:
         """Collection renders every k-th step and holds the frame in between (``collect.render_every``)."""
         return int(self.cfg.collect.get("render_every") or 1)
 
+    def render_sizes(self) -> tuple[int, int] | None:
+        """Collection renders at these (static, gripper) sizes and stores resized (``collect.render_sizes``)."""
+        sizes = self.cfg.collect.get("render_sizes")
+        return (int(sizes[0]), int(sizes[1])) if sizes else None
+
     def check_render_every(self) -> None:
         """Every frame the VLA or the VQ tokenizer encodes must be a rendered one, not a held copy."""
         every = self.render_every()
@@ -95,6 +100,7 @@ def collect_stage(run: Run) -> Stage:
         # only when on, so that the key of collections made before the option existed still matches
         **({"handover": True} if c.get("handover") else {}),
         **({"render_every": run.render_every()} if run.render_every() > 1 else {}),
+        **({"render_sizes": list(run.render_sizes())} if run.render_sizes() else {}),
     }
     return Stage("collect demonstrations", run.folder / "data", settings)
 
@@ -124,6 +130,7 @@ def run_collect(run: Run, stage: Stage) -> dict[str, Any]:
             labels=str(c.labels),
             handover=bool(c.get("handover", False)),
             render_every=run.render_every(),
+            render_sizes=run.render_sizes(),
             overwrite=True,
         )
     ).to_json()

@@ -1,8 +1,10 @@
-"""``render_every``: collection renders every k-th step of an episode and holds the frame in between.
+"""How collection renders: ``render_every`` (every k-th step, the frame held in between) and
+``render_sizes`` (render as evaluation does, store resized as a policy resizes).
 
-The claim that makes it safe for the demo: a model and a VQ tokenizer that encode every k-th frame
-see exactly the images of a full-rate recording (the same simulation, the same renders), and a
-stride that would encode a held copy is refused, by the demo and by training, before any work."""
+The claim that makes ``render_every`` safe for the demo: a model and a VQ tokenizer that encode every
+k-th frame see exactly the images of a full-rate recording (the same simulation, the same renders),
+and a stride that would encode a held copy is refused, by the demo and by training, before any work.
+The claim of ``render_sizes``: the stored frames are the pixels a policy is fed in evaluation."""
 
 from __future__ import annotations
 
@@ -93,3 +95,46 @@ def test_the_demo_refuses_strides_that_would_encode_held_frames(tmp_path):
     with pytest.raises(ValueError, match=r"vq.frame_stride=3 would encode repeated frames"):
         Run.create(compose_config([*base, "vq.frame_stride=3"]))
     assert Run.create(compose_config([*base, "collect.render_every=1", "vq.frame_stride=3"])).render_every() == 1
+    from eval.demo.pipeline import collect_stage
+
+    default, rendered = (
+        Run.create(compose_config(base)),
+        Run.create(compose_config([*base, "collect.render_sizes=[200,84]"])),
+    )
+    assert default.render_sizes() is None and "render_sizes" not in collect_stage(default).settings
+    assert rendered.render_sizes() == (200, 84) and collect_stage(rendered).settings["render_sizes"] == [200, 84]
+    assert collect_stage(default).settings["render_every"] == 5
+
+
+def test_render_sizes_store_what_a_policy_is_fed_in_evaluation():
+    """Rendered at CALVIN's 200 / 84 and stored at 48 / 32: each stored frame is the evaluation-size
+    render resized by the policy's own filter, not a direct (aliased) render at the small size."""
+    from emu3_vla.vision import resize_images
+
+    config = CollectConfig(out=Path("unused"), chain_fraction=0.0, seed=4, progress=False, **SIZES)
+    job = next(iter(demonstration_jobs(config, limit=1)))
+    settings = dataclasses.replace(run_settings(config), render_every=5)
+    small = run(job, settings)
+    evaluation = run(job, dataclasses.replace(settings, static_size=200, gripper_size=84))
+    stored = run(job, dataclasses.replace(settings, render_sizes=(200, 84)))
+    assert small.env_steps == evaluation.env_steps == stored.env_steps
+    for a, b, c in zip(small.episodes, evaluation.episodes, stored.episodes, strict=True):
+        assert c.static.shape[1:] == (48, 48, 3) and c.gripper.shape[1:] == (32, 32, 3)
+        assert np.array_equal(c.static, resize_images(b.static, 48, 48).numpy())
+        assert np.array_equal(c.gripper, resize_images(b.gripper, 32, 32).numpy())
+        assert not np.array_equal(c.static, a.static), "a direct small render differs (aliasing)"
+
+
+def test_render_sizes_are_validated_and_mapped_from_the_command_line(tmp_path):
+    import argparse
+
+    from eval.collection.cli import config_from_args, register
+
+    with pytest.raises(ValueError, match="render_sizes must be two whole numbers"):
+        CollectConfig(out=tmp_path, render_sizes=(200,))
+    parser = argparse.ArgumentParser(prog="emu3-vla")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["collect", "--out", str(tmp_path), "--render-sizes", "200", "84", "--render-every", "5"])
+    config = config_from_args(args)
+    assert (config.render_sizes, config.render_every) == ((200, 84), 5)
+    assert (run_settings(config).render_sizes, run_settings(config).render_every) == ((200, 84), 5)
