@@ -162,3 +162,25 @@ def test_collect_on_policy_refuses_what_is_not_a_policy(tmp_path, capsys):
     assert main(["collect-on-policy", "--policy", str(tmp_path), "--out", str(tmp_path / "op")]) == 1
     assert "is not a VLA checkpoint folder" in capsys.readouterr().err
     assert not (tmp_path / "op").exists()
+
+
+def test_on_policy_episodes_render_like_collect(tmp_path):
+    """``render_every`` / ``render_sizes`` reach the expert's episodes: frames held between every 5th
+    step, rendered at CALVIN's sizes and stored at the dataset's, and the dataset says so."""
+    from emu3_vla.data.held_frames import render_every
+    from eval.collection.on_policy import OnPolicyConfig, collect_on_policy
+
+    config = OnPolicyConfig(
+        policy="random", out=tmp_path / "op", chains=1, workers=1, envs=1, render_every=5, render_sizes=(200, 84)
+    )
+    report = collect_on_policy(config)
+    assert report["episodes"] >= 1 and render_every(tmp_path / "op" / "lerobot") == 5
+    from lerobot.datasets import LeRobotDataset
+
+    dataset = LeRobotDataset("local/op", root=tmp_path / "op" / "lerobot")
+    assert tuple(dataset.meta.features["observation.images.static"]["shape"])[:2] == (96, 96)
+    episode = open_dataset(tmp_path / "op" / "lerobot").episode(0)
+    frames = np.asarray(episode.frames["static"])
+    assert len(frames) > 5 and not np.array_equal(frames[0], frames[5])
+    for t in range(len(frames)):
+        assert np.array_equal(frames[t], frames[t - t % 5])
