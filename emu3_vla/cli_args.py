@@ -39,6 +39,11 @@ def add_decoder_argument(p: argparse.ArgumentParser, default: str | None = "plai
     )
 
 
+def add_camera_sizes_argument(p: argparse.ArgumentParser, flag: str, help: str) -> None:
+    """A ``STATIC GRIPPER`` pair of square camera sizes in pixels (e.g. CALVIN's ``200 84``)."""
+    p.add_argument(flag, nargs=2, type=int, metavar=("STATIC", "GRIPPER"), help=help)
+
+
 def add_hydra_arguments(p: argparse.ArgumentParser) -> None:
     """``key=value`` overrides of the command's config and ``--print-config``."""
     p.add_argument("--print-config", action="store_true", help="print the composed config and exit")

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from emu3_vla.cli_args import add_command, add_decoder_argument, add_device_argument
+from emu3_vla.cli_args import add_camera_sizes_argument, add_command, add_decoder_argument, add_device_argument
 
 POLICY_HELP = (
     "a VLA checkpoint folder, 'expert', 'random' or remote://host:port (default: 'expert' on --backend playtable, "
@@ -48,13 +48,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shard", default=None, help="evaluate part i of n of the chains: i/n (merge afterwards)")
     p.add_argument("--ep-len", type=int, default=None, help="steps per subtask (default: CALVIN's 360)")
     p.add_argument("--wandb", default="disabled", choices=["disabled", "offline", "online"])
-    p.add_argument(
+    add_camera_sizes_argument(
+        p,
         "--camera-sizes",
-        nargs=2,
-        type=int,
-        metavar=("STATIC", "GRIPPER"),
-        help="playtable: render the cameras at these square sizes instead of CALVIN's 200 / 84 (e.g. the "
-        "sizes the model was trained on, 96 48: frames rendered as its data was, not resized)",
+        "playtable: render the cameras at these square sizes instead of CALVIN's 200 / 84 (e.g. the sizes "
+        "the model was trained on, 96 48: frames rendered as its data was, not resized)",
     )
     p.add_argument(
         "--instructions",

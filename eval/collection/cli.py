@@ -8,7 +8,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from emu3_vla.cli_args import add_command
+from emu3_vla.cli_args import add_camera_sizes_argument, add_command
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,24 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variants", nargs="+", default=["D"], choices=list("ABCD"), help="scene variants (default D)")
     parser.add_argument("--static-size", type=int, default=200, help="static camera frame size (CALVIN: 200)")
     parser.add_argument("--gripper-size", type=int, default=84, help="gripper camera frame size (CALVIN: 84)")
-    parser.add_argument(
-        "--render-every",
-        type=int,
-        default=1,
-        metavar="K",
-        help="render the cameras at every K-th step of an episode and repeat the frame in between (default 1: "
-        "every step). Rendering is most of collection's time; a model that encodes every K-th frame "
-        "(train data.frame_stride a multiple of K) sees exactly the images a full-rate recording holds",
-    )
-    parser.add_argument(
-        "--render-sizes",
-        nargs=2,
-        type=int,
-        metavar=("STATIC", "GRIPPER"),
-        help="render the cameras at these sizes (e.g. CALVIN's 200 84, what evaluation renders) and store the "
-        "frames resized to --static-size / --gripper-size with the antialiased filter a policy applies to its "
-        "camera images, so that training sees the pixels evaluation feeds (default: render at the stored sizes)",
-    )
+    add_rendering_arguments(parser)
     parser.add_argument("--images", action="store_true", help="store PNG images instead of (lossless) video")
     parser.add_argument("--calvin-format", action="store_true", help="also write CALVIN's on-disk format")
     parser.add_argument(
@@ -80,6 +63,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-jobs", type=int, help="stop after this many jobs even if short of --episodes")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing collection in --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_rendering_arguments(parser: argparse.ArgumentParser) -> None:
+    """How recorded episodes are rendered (``emu3-vla collect`` and ``collect-on-policy``)."""
+    parser.add_argument(
+        "--render-every",
+        type=int,
+        default=1,
+        metavar="K",
+        help="render the cameras at every K-th step of an episode and repeat the frame in between (default 1: "
+        "every step). Rendering is most of collection's time; a model that encodes every K-th frame "
+        "(train data.frame_stride a multiple of K) sees exactly the images a full-rate recording holds",
+    )
+    add_camera_sizes_argument(
+        parser,
+        "--render-sizes",
+        "render the cameras at these sizes (e.g. CALVIN's 200 84, what evaluation renders) and store the "
+        "frames resized to --static-size / --gripper-size with the antialiased filter a policy applies to its "
+        "camera images, so that training sees the pixels evaluation feeds (default: render at the stored sizes)",
+    )
 
 
 def config_from_args(args: argparse.Namespace):

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from emu3_vla.cli_args import DECODER_NAMES, add_command
+from eval.collection.cli import add_rendering_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,22 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--static-size", type=int, default=96, help="recorded static frames (default 96)")
     parser.add_argument("--gripper-size", type=int, default=48, help="recorded gripper frames (default 48)")
-    parser.add_argument(
-        "--render-every",
-        type=int,
-        default=1,
-        metavar="K",
-        help="render the expert's episodes at every K-th step and repeat the frame in between (default 1; "
-        "as emu3-vla collect --render-every)",
-    )
-    parser.add_argument(
-        "--render-sizes",
-        nargs=2,
-        type=int,
-        metavar=("STATIC", "GRIPPER"),
-        help="render the expert's episodes at these sizes and store them resized to --static-size / "
-        "--gripper-size (as emu3-vla collect --render-sizes)",
-    )
+    add_rendering_arguments(parser)  # of the expert's episodes
     parser.add_argument("--envs", type=int, default=4, help="simulators per worker stepped together (default 4)")
     parser.add_argument("--workers", type=int, default=2, help="processes, each with its own policy (default 2)")
     parser.add_argument(
