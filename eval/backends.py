@@ -41,6 +41,15 @@ def check_policy_for_backend(policy: str, backend: str) -> None:
         )
 
 
+def check_camera_sizes_for_backend(camera_sizes: dict[str, int] | None, backend: str) -> None:
+    """Refuses, before anything is built, camera sizes for a backend that renders its own cameras."""
+    if camera_sizes and backend != "playtable":
+        raise ValueError(
+            f"--camera-sizes applies to --backend playtable only; {backend} renders its own cameras "
+            f"(asked for {camera_sizes})"
+        )
+
+
 def make_env(
     backend: str = "playtable",
     *,
@@ -55,14 +64,11 @@ def make_env(
     every step regardless). ``camera_sizes`` (playtable) renders other square sizes than CALVIN's
     200 / 84. ``calvin_dataset`` (calvin): a folder with ``.hydra/merged_config.yaml``, written by
     ``emu3-vla eval calvin-config`` or a CALVIN dataset split."""
+    check_camera_sizes_for_backend(camera_sizes, backend)
     if backend == "playtable":
         from envs import PlayTableEnv
 
         return PlayTableEnv(variant=variant, renderer=renderer, lazy_images=lazy_images, camera_sizes=camera_sizes)
-    if camera_sizes:
-        raise ValueError(
-            f"camera sizes {camera_sizes} apply to --backend playtable only; {backend} renders its own cameras"
-        )
     if backend == "calvin":
         from envs.calvin_backend import CalvinEnv, CalvinNotAvailable
 

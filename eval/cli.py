@@ -220,22 +220,15 @@ def run_gym(args: argparse.Namespace) -> int:
     return 0
 
 
-def camera_sizes(sizes: list[int] | None, backend: str) -> dict[str, int] | None:
-    """``--camera-sizes STATIC GRIPPER`` as PlayTable's ``camera_sizes``; refused on other backends."""
-    if sizes is None:
-        return None
-    if backend != "playtable":
-        raise ValueError(f"--camera-sizes applies to --backend playtable only; {backend} renders its own cameras")
-    return {"static": sizes[0], "gripper": sizes[1]}
-
-
 def _settings(args: argparse.Namespace):
     """The evaluation settings; a policy the backend cannot run is refused here, before anything is built."""
-    from eval.backends import check_policy_for_backend, default_policy
+    from eval.backends import check_camera_sizes_for_backend, check_policy_for_backend, default_policy
     from eval.evaluate import EvalSettings
 
     policy = args.policy or default_policy(args.backend)
     check_policy_for_backend(policy, args.backend)
+    sizes = {"static": args.camera_sizes[0], "gripper": args.camera_sizes[1]} if args.camera_sizes else None
+    check_camera_sizes_for_backend(sizes, args.backend)
     return EvalSettings(
         policy=policy,
         out=args.out,
@@ -250,7 +243,7 @@ def _settings(args: argparse.Namespace):
         device=args.device,
         execute_steps=args.execute_steps,
         instructions=args.instructions,
-        camera_sizes=camera_sizes(args.camera_sizes, args.backend),
+        camera_sizes=sizes,
         decoder=args.decoder,
         progress=not args.no_progress,
         wandb_mode=args.wandb,
