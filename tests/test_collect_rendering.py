@@ -97,12 +97,14 @@ def test_the_demo_refuses_strides_that_would_encode_held_frames(tmp_path):
     assert Run.create(compose_config([*base, "collect.render_every=1", "vq.frame_stride=3"])).render_every() == 1
     from eval.demo.pipeline import collect_stage
 
-    default, rendered = (
+    default, at_training_sizes, calvin34 = (
         Run.create(compose_config(base)),
-        Run.create(compose_config([*base, "collect.render_sizes=[200,84]"])),
+        Run.create(compose_config([*base, "collect.render_sizes=null"])),
+        Run.create(compose_config([*base, "recipe=calvin34"])),
     )
-    assert default.render_sizes() is None and "render_sizes" not in collect_stage(default).settings
-    assert rendered.render_sizes() == (200, 84) and collect_stage(rendered).settings["render_sizes"] == [200, 84]
+    assert default.render_sizes() == (200, 84) and collect_stage(default).settings["render_sizes"] == [200, 84]
+    assert at_training_sizes.render_sizes() is None and "render_sizes" not in collect_stage(at_training_sizes).settings
+    assert calvin34.render_sizes() is None  # its measured recipe (F3) rendered at the training sizes
     assert collect_stage(default).settings["render_every"] == 5
 
 
