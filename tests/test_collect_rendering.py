@@ -134,6 +134,10 @@ def test_render_sizes_are_validated_and_mapped_from_the_command_line(tmp_path):
 
     with pytest.raises(ValueError, match="render_sizes must be two whole numbers"):
         CollectConfig(out=tmp_path, render_sizes=(200,))
+    from eval.collection.on_policy import OnPolicyConfig
+
+    with pytest.raises(ValueError, match="render_sizes must be two whole numbers"):
+        OnPolicyConfig(policy="random", out=tmp_path, render_sizes=(200, 0))
     parser = argparse.ArgumentParser(prog="emu3-vla")
     register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["collect", "--out", str(tmp_path), "--render-sizes", "200", "84", "--render-every", "5"])

@@ -127,14 +127,7 @@ class CollectConfig:
             raise ValueError(f"noise must be >= 0, got {self.noise}")
         if not isinstance(self.render_every, int) or self.render_every < 1:
             raise ValueError(f"render_every must be a whole number >= 1, got {self.render_every!r}")
-        if self.render_sizes is not None:
-            sizes = tuple(self.render_sizes)
-            if len(sizes) != 2 or not all(isinstance(v, int) and 16 <= v <= 512 for v in sizes):
-                raise ValueError(
-                    "render_sizes must be two whole numbers between 16 and 512 (static, gripper), "
-                    f"got {self.render_sizes!r}"
-                )
-            self.render_sizes = sizes
+        self.render_sizes = checked_render_sizes(self.render_sizes)
         if self.render_every > 1 and self.calvin_format:
             raise ValueError(
                 f"render_every={self.render_every} repeats frames between renders, but CALVIN-format readers "
@@ -260,6 +253,16 @@ def checked_tasks(tasks: Sequence[str]) -> list[str]:
     if unknown or not tasks:
         raise ValueError(f"unknown tasks {unknown or '(none given)'}; choose from: {', '.join(known)}")
     return tasks
+
+
+def checked_render_sizes(sizes: Sequence[int] | None) -> tuple[int, int] | None:
+    """``render_sizes`` as a (static, gripper) tuple; a ValueError unless two whole numbers in 16..512."""
+    if sizes is None:
+        return None
+    pair = tuple(sizes)
+    if len(pair) != 2 or not all(isinstance(v, int) and 16 <= v <= 512 for v in pair):
+        raise ValueError(f"render_sizes must be two whole numbers between 16 and 512 (static, gripper), got {sizes!r}")
+    return pair
 
 
 def prepare_out(out: Path, outputs: Sequence[Path], overwrite: bool) -> None:

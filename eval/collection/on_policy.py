@@ -48,7 +48,7 @@ from typing import Any
 
 from envs import SUBTASK_STEPS, PlayTableEnv, TaskOracle, task_instructions
 from eval.chains import training_chains
-from eval.collection.collect import checked_tasks, instruction_for, prepare_out
+from eval.collection.collect import checked_render_sizes, checked_tasks, instruction_for, prepare_out
 from eval.collection.jobs import derive_seed
 from eval.collection.recorder import TAIL_STEPS, Episode, _Recorder
 from eval.collection.writers import MAX_EPISODE_FRAMES, LeRobotWriter
@@ -97,6 +97,7 @@ class OnPolicyConfig:
             raise ValueError("policy_subtasks must be below 5 (a chain has 5 subtasks; the expert needs one)")
         if self.tasks is not None:
             self.tasks = checked_tasks(self.tasks)
+        self.render_sizes = checked_render_sizes(self.render_sizes)
         if self.policy not in ("expert", "random") and not (Path(self.policy) / "emu3_vla.json").is_file():
             raise ValueError(
                 f"policy {self.policy!r} is not a VLA checkpoint folder (no emu3_vla.json), 'expert' or 'random'"
