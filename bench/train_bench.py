@@ -5,9 +5,12 @@
 All steps run on the same model, batch and optimiser in this process; the ratio says what the
 weighted loss (and our loss bookkeeping) costs relative to ``model(labels=...)``. A third row trains
 with action-only labels (``loss.vision_weight=0``), where our step computes logits only at the ~10 %
-of positions that predict an action token; its baseline is the same stock step (which computes
-every position's logits whatever the labels). The sequence is the real layout: two frames of
-25x25 static + 10x10 wrist codes with EOL, FAST chunks, instruction.
+of positions that predict an action token; its baseline is the same stock step (which computes every
+position's logits whatever the labels). A fourth row is that action-only step with the batch's
+padding mask handed to the decoder, as the trainer did before
+``emu3_vla.loss.causal_attention_mask``: right-padded rows need no mask in a causal decoder, and
+without one SDPA runs its causal kernel. The sequence is the real layout: two frames of 25x25 static
++ 10x10 wrist codes with EOL, FAST chunks, instruction.
 """
 
 from __future__ import annotations
@@ -18,7 +21,15 @@ import json
 import torch
 
 from emu3_vla.modeling import build_decoder, count_parameters
-from train_common import action_only, best_of_rounds, ours_step, parse_step_arguments, stock_step, vla_batch
+from train_common import (
+    action_only,
+    best_of_rounds,
+    ours_step,
+    padding_mask_step,
+    parse_step_arguments,
+    stock_step,
+    vla_batch,
+)
 
 
 def main() -> None:
@@ -34,9 +45,11 @@ def main() -> None:
         "stock": stock_step(model, opt, batch, none),
         "ours": ours_step(model, opt, batch, layout, none),
         "ours_action_only": ours_step(model, opt, actions, layout, none),
+        "ours_action_only_padding_mask": padding_mask_step(model, opt, actions, layout, none),
     }
     best = best_of_rounds(steps, args.rounds, args.steps)
     t_stock, t_ours, t_actions = best["stock"], best["ours"], best["ours_action_only"]
+    t_masked = best["ours_action_only_padding_mask"]
     res = {
         "preset": args.preset,
         "parameters": count_parameters(model),
@@ -48,6 +61,7 @@ def main() -> None:
         "ours_vs_stock": t_stock / t_ours,
         "ours_action_only_tokens_per_s": tokens / t_actions,
         "ours_action_only_vs_stock": t_stock / t_actions,
+        "causal_kernel_vs_padding_mask": t_masked / t_actions,
     }
     print(
         f"{args.preset}: {res['parameters']:,} parameters, batch {args.batch} x {res['seq_len']} tokens, "
@@ -57,9 +71,11 @@ def main() -> None:
     print(f"{'stock transformers loss':28s} {t_stock:8.3f} {tokens / t_stock:10.0f}")
     print(f"{'ours (weighted loss)':28s} {t_ours:8.3f} {tokens / t_ours:10.0f}")
     print(f"{'ours, action-only labels':28s} {t_actions:8.3f} {tokens / t_actions:10.0f}")
+    print(f"{'  same, padding mask passed':28s} {t_masked:8.3f} {tokens / t_masked:10.0f}")
     print(
         f"ratio ours/stock throughput: {res['ours_vs_stock']:.2f}x; "
-        f"action-only labels {res['ours_action_only_vs_stock']:.2f}x"
+        f"action-only labels {res['ours_action_only_vs_stock']:.2f}x; "
+        f"causal kernel vs padding mask {res['causal_kernel_vs_padding_mask']:.2f}x"
     )
     if args.json:
         with open(args.json, "w") as f:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from emu3_vla.data.sequence import SequenceBuilder, SequenceSpec, collate
-from emu3_vla.loss import model_weighted_loss
+from emu3_vla.loss import model_weighted_loss, weighted_next_token_loss, weighted_positions
 from emu3_vla.presets import get_preset
 from emu3_vla.text_tokenizer import TextTokenizer
 
@@ -87,6 +87,26 @@ def ours_step(model, opt, batch, layout, autocast):
 
     def step():
         model_weighted_loss(model, batch, layout, autocast).loss().backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def padding_mask_step(model, opt, batch, layout, autocast):
+    """The trainer's step as it was before :func:`emu3_vla.loss.causal_attention_mask`: the same
+    logits and loss, with the right-padded batch's padding mask handed to the decoder."""
+
+    def step():
+        keep = weighted_positions(batch["loss_weights"])
+        with autocast():
+            logits = model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep
+            ).logits
+        weighted_next_token_loss(
+            logits, batch["input_ids"], batch["loss_weights"], layout, positions=keep
+        ).loss().backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         opt.step()
         opt.zero_grad(set_to_none=True)

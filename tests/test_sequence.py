@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from emu3_vla.data.sequence import IGNORE_INDEX, SequenceBuilder, SequenceSpec, SequenceTooLong, collate
-from emu3_vla.loss import weighted_next_token_loss, weighted_positions
+from emu3_vla.loss import causal_attention_mask, model_weighted_loss, weighted_next_token_loss, weighted_positions
+from emu3_vla.modeling import build_decoder
 from emu3_vla.presets import get_preset
 from emu3_vla.text_tokenizer import TextTokenizer
 
@@ -138,6 +139,46 @@ def test_logits_at_weighted_positions_only_give_the_same_loss():
     assert int(part.action_count) == int(full.action_count) and int(part.action_correct) == int(full.action_correct)
     with pytest.raises(ValueError, match="3 positions"):
         weighted_next_token_loss(logits, ids, weights, LAYOUT, positions=keep)
+
+
+def test_right_padded_batches_train_without_a_padding_mask():
+    right = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    assert causal_attention_mask(right) is None
+    assert causal_attention_mask(torch.ones(2, 3, dtype=torch.long)) is None
+    left = torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1]])
+    gapped = torch.tensor([[1, 0, 1, 1]])
+    assert causal_attention_mask(left) is left and causal_attention_mask(gapped) is gapped
+
+
+def _loss_and_grads(batch, mask_given: bool):
+    model = build_decoder("tiny", seed=0)
+    if mask_given:  # what the trainer did before: the padding mask handed to the decoder
+        keep = weighted_positions(batch["loss_weights"])
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep).logits
+        loss = weighted_next_token_loss(
+            logits, batch["input_ids"], batch["loss_weights"], LAYOUT, positions=keep
+        ).loss()
+    else:
+        loss = model_weighted_loss(model, batch, LAYOUT).loss()
+    loss.backward()
+    return loss.detach(), {n: p.grad for n, p in model.named_parameters()}
+
+
+def test_training_loss_without_the_padding_mask_equals_the_masked_one():
+    # Rows of different lengths, so the batch has pads; the causal kernel must give the masked
+    # result at every weighted position (and a decoder that ignored causality would not).
+    builder = SequenceBuilder(LAYOUT, TEXT, SequenceSpec())
+    seqs = [
+        builder.build("open the drawer", OBS, ACTIONS),
+        builder.build("turn on the led", OBS, [[3, 4, 5, 6, 7], [8, 9, 10]]),
+    ]
+    batch = collate(seqs, LAYOUT.pad_id)
+    assert (batch["attention_mask"] == 0).any()
+    masked_loss, masked = _loss_and_grads(batch, mask_given=True)
+    loss, grads = _loss_and_grads(batch, mask_given=False)
+    torch.testing.assert_close(loss, masked_loss)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, masked[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_blind_ablation_keeps_the_layout_and_drops_the_pixels():
