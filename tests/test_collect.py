@@ -142,7 +142,7 @@ def test_interrupts_wait_for_the_episode_being_written():
     import os
     import signal
 
-    from eval.collection.writers import deferred_interrupts
+    from emu3_vla.interrupts import deferred_interrupts
 
     calls: list[str] = []
     previous = signal.signal(signal.SIGUSR1, lambda signum, frame: calls.append("handled"))

@@ -89,6 +89,42 @@ def test_killed_run_resumes_bitwise(reference_run, tiny_dataset, tiny_vq_dir, tm
     assert [m["loss"] for m in metrics(tmp_path / "run")] == expected  # bitwise, all 12 steps
 
 
+def test_terminated_run_saves_its_finished_steps_and_resumes_bitwise(
+    reference_run, tiny_dataset, tiny_vq_dir, tmp_path
+):
+    # SIGTERM (a scheduler, `kill`) between two scheduled checkpoints: the run saves the steps it
+    # finished, continues from there, and ends with the checkpoints of a run never interrupted.
+    extra = {"steps": 24, "checkpoint.every": 8, "checkpoint.keep_last": 5}
+    cache = reference_run.run_dir.parent / "cache"
+    run = tmp_path / "run"
+    overrides = tiny_train_overrides(tiny_dataset, tiny_vq_dir, run, cache, **extra)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emu3_vla.cli", "train", *overrides],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 300
+    while proc.poll() is None and time.time() < deadline:
+        if (run / "metrics.jsonl").is_file() and len(metrics(run)) >= 9:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    finished = len(metrics(run))
+    assert 9 <= finished < 24
+    saved = sorted(int(p.name[5:]) for p in (run / "checkpoints").glob("step_*"))
+    assert saved[-1] == finished and "interrupted after step" in err  # not one finished step lost
+    resumed = train(load_config("train", overrides))
+    assert resumed.metrics[0]["step"] == finished + 1
+    uninterrupted = train(
+        load_config("train", tiny_train_overrides(tiny_dataset, tiny_vq_dir, tmp_path / "ref", cache, **extra))
+    )
+    assert [m["loss"] for m in metrics(run)] == [m["loss"] for m in uninterrupted.metrics]  # bitwise
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_0000008", "step_0000016", "step_0000024"]
+
+
 def test_corrupt_latest_checkpoint_falls_back_with_a_warning(
     reference_run, tiny_dataset, tiny_vq_dir, tmp_path, caplog
 ):

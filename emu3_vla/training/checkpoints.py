@@ -3,7 +3,8 @@
 ``<run_dir>/checkpoints/step_0000500/`` holds ``model/`` (a loadable VLA checkpoint: safetensors
 weights, tokenizers, settings) and ``trainer_state.pt`` (optimiser state, step, RNG states; loaded
 with ``weights_only=True``). A checkpoint is written into a temporary folder and renamed into place,
-so a run killed while saving leaves the previous checkpoints intact; one that is corrupt anyway
+so a run killed while saving leaves the previous checkpoints intact (an interrupted run saves one
+at the step it finished, which the next scheduled checkpoint replaces); one that is corrupt anyway
 (a truncated disk write, a bad copy) is skipped with a warning and the one before it is used.
 """
 
@@ -14,7 +15,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
 
@@ -39,8 +40,13 @@ class CheckpointManager:
         found = (_STEP_DIR.match(p.name) for p in self.dir.iterdir() if p.is_dir())
         return sorted(int(m.group(1)) for m in found if m)
 
-    def save(self, step: int, write: Callable[[Path], None]) -> Path:
-        """``write(folder)`` fills a temporary folder that then becomes ``step_XXXXXXX``."""
+    def save(self, step: int, write: Callable[[Path], None], replaces: Iterable[int] = ()) -> Path:
+        """``write(folder)`` fills a temporary folder that then becomes ``step_XXXXXXX``.
+
+        ``replaces``: steps of checkpoints this one supersedes (those an interrupted run saved off its
+        schedule); they go once this one is in place and before the keep-last count, so they never
+        cost a scheduled checkpoint its place.
+        """
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".step_{step:07d}.", dir=self.dir))
         try:
@@ -51,6 +57,9 @@ class CheckpointManager:
             os.replace(tmp, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+        for old in replaces:
+            if old != step:
+                shutil.rmtree(self.path(old), ignore_errors=True)
         for old in self.steps()[: -self.keep_last]:
             shutil.rmtree(self.path(old), ignore_errors=True)
         return self.path(step)

@@ -34,6 +34,7 @@ from torch.distributed.checkpoint.state_dict import (
 from tqdm.auto import tqdm
 
 from emu3_vla.data.sequence import IGNORE_INDEX, collate
+from emu3_vla.interrupts import deferred_interrupts
 from emu3_vla.loss import action_token_mask, model_weighted_loss
 from emu3_vla.modeling import count_parameters
 from emu3_vla.training import data_prep, distributed, lora
@@ -46,6 +47,7 @@ from emu3_vla.training.schedule import lr_factor
 from emu3_vla.vla import VLAModel
 
 log = logging.getLogger(__name__)
+LOGGED = ("step", "loss", "action_acc", "lr")  # the progress line without a progress bar
 STATE_FILE = "trainer_state.pt"
 METRICS_FILE = "metrics.jsonl"
 
@@ -356,13 +358,28 @@ class Trainer:
                 torch.save(state, folder / STATE_FILE)
                 save_config(self.cfg, folder / "config.yaml")
 
-            path = self.ckpts.save(step, write)
+            path = self.ckpts.save(step, write, replaces=self._off_schedule_steps())
             link = self.run_dir / "model"
             if link.is_symlink() or link.exists():
                 link.unlink()
             link.symlink_to(path.relative_to(self.run_dir) / "model", target_is_directory=True)
         distributed.barrier(self.env)
         return path
+
+    def _off_schedule_steps(self) -> list[int]:
+        """Saved steps that are neither a multiple of ``checkpoint.every`` nor the last: checkpoints an
+        interrupted run left. The next checkpoint replaces them, so a resumed run keeps the same
+        checkpoints (and the demo's learning curve the same points) as one never interrupted."""
+        every, total = int(self.cfg.checkpoint.every), int(self.cfg.steps)
+        return [s for s in self.ckpts.steps() if s % every and s != total]
+
+    def _save_on_interrupt(self, finished: int, saved: int) -> None:
+        """Ctrl-C / SIGTERM: keep the steps finished since the last checkpoint, so a restart loses
+        nothing (one process only: in a process group the others may be gone and the gather hang)."""
+        if finished > saved and not self.env.distributed:
+            with deferred_interrupts():
+                path = self.save_checkpoint(finished)
+            log.warning("interrupted after step %d: saved %s; run the same command again to continue", finished, path)
 
     # -------------------------------------------------------------------- run
     def fit(self) -> TrainResult:
@@ -376,27 +393,36 @@ class Trainer:
         )
         t_last, tokens_since = time.perf_counter(), 0.0
         last_path = self.ckpts.path(self.start_step)
-        for step in bar:
-            m = self.train_step(step)
-            if not math.isfinite(m["loss"]):
-                raise FloatingPointError(f"loss became {m['loss']} at step {step + 1}; lower optim.lr")
-            tokens_since += m["tokens"]
-            now = time.perf_counter()
-            m["tokens_per_s"] = tokens_since / max(now - t_last, 1e-9)
-            m["epoch"] = self.sampler.epoch_of(step + 1)
-            history.append(m)
-            if env.is_main:
-                with metrics_path.open("a") as f:
-                    f.write(json.dumps(m) + "\n")
-                if wandb_run is not None:
-                    wandb_run.log({k: v for k, v in m.items() if k != "step"}, step=m["step"])
-                bar.set_postfix(loss=f"{m['loss']:.3f}", act_acc=f"{m['action_acc']:.2f}")
-            if (step + 1) % int(cfg.log_every) == 0:
-                t_last, tokens_since = now, 0.0
-                if env.is_main and not self.progress:
-                    log.info("step %d loss %.4f action acc %.3f lr %.2e", step + 1, m["loss"], m["action_acc"], m["lr"])
-            if (step + 1) % int(cfg.checkpoint.every) == 0 or step + 1 == total:
-                last_path = self.save_checkpoint(step + 1)
+        finished = saved = self.start_step
+        try:
+            for step in bar:
+                # Ctrl-C / SIGTERM land between steps, never inside one, and save what is finished.
+                with deferred_interrupts():
+                    m = self.train_step(step)
+                    if not math.isfinite(m["loss"]):
+                        raise FloatingPointError(f"loss became {m['loss']} at step {step + 1}; lower optim.lr")
+                    finished = step + 1
+                    tokens_since += m["tokens"]
+                    now = time.perf_counter()
+                    m["tokens_per_s"] = tokens_since / max(now - t_last, 1e-9)
+                    m["epoch"] = self.sampler.epoch_of(step + 1)
+                    history.append(m)
+                    if env.is_main:
+                        with metrics_path.open("a") as f:
+                            f.write(json.dumps(m) + "\n")
+                        if wandb_run is not None:
+                            wandb_run.log({k: v for k, v in m.items() if k != "step"}, step=m["step"])
+                        bar.set_postfix(loss=f"{m['loss']:.3f}", act_acc=f"{m['action_acc']:.2f}")
+                    if (step + 1) % int(cfg.log_every) == 0:
+                        t_last, tokens_since = now, 0.0
+                        if env.is_main and not self.progress:
+                            log.info("step %d loss %.4f action acc %.3f lr %.2e", *(m[k] for k in LOGGED))
+                    if (step + 1) % int(cfg.checkpoint.every) == 0 or step + 1 == total:
+                        last_path = self.save_checkpoint(step + 1)
+                        saved = step + 1
+        except KeyboardInterrupt:
+            self._save_on_interrupt(finished, saved)
+            raise
         if env.is_main:
             plot_loss(metrics_path, self.run_dir / "loss.png")
         if wandb_run is not None:

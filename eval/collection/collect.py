@@ -52,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from emu3_vla.interrupts import deferred_interrupts
 from envs import SUBTASK_STEPS, task_instructions, task_names
 from eval.chains import training_chains
 from eval.collection.jobs import Job, demonstration_job, derive_seed
@@ -63,7 +64,6 @@ from eval.collection.writers import (
     VIDEO_TOLERANCE,
     CalvinFormatWriter,
     LeRobotWriter,
-    deferred_interrupts,
 )
 from policies.experts import NOISE_KINDS
 

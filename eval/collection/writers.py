@@ -32,11 +32,6 @@ the gripper), ``rel_actions``, ``robot_obs`` and ``scene_obs``, plus the languag
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +39,7 @@ import numpy as np
 from emu3_vla.data.calvin_format import CalvinWriter
 from emu3_vla.data.episodes import PERTURBED_KEY
 from emu3_vla.data.held_frames import write_render_every
+from emu3_vla.interrupts import deferred_interrupts
 from eval.collection.image_stats import acquire_byte_image_stats, release_byte_image_stats
 from eval.collection.recorder import Episode
 
@@ -112,35 +108,6 @@ def _quiet_encoders() -> None:
         datasets.disable_progress_bars()
     except ImportError:  # pragma: no cover - lerobot depends on it
         pass
-
-
-@contextmanager
-def deferred_interrupts(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM until the block is done, then act on them as their handlers would.
-
-    An interruption inside lerobot's ``save_episode`` (its parquet rows written, the episode's
-    metadata or video not) leaves a dataset whose parts disagree; held here, it arrives between two
-    episodes and the interrupted collection finalises a consistent dataset. Main thread only (Python
-    delivers signals there); elsewhere the block runs unchanged.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    previous = {signum: signal.getsignal(signum) for signum in signums}
-    for signum in signums:
-        signal.signal(signum, lambda signum, frame: received.append(signum))
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        for signum in dict.fromkeys(received):
-            handler = previous[signum]
-            if callable(handler):
-                handler(signum, None)
-            elif handler == signal.SIG_DFL:
-                os.kill(os.getpid(), signum)
 
 
 class LeRobotWriter:
