@@ -124,7 +124,7 @@ def model_weighted_loss(
     ``forward_context`` wraps the forward pass only (e.g. bf16 autocast); the loss is taken in fp32.
     """
     keep = weighted_positions(batch["loss_weights"])
+    mask = causal_attention_mask(batch["attention_mask"])
     with forward_context():
-        mask = causal_attention_mask(batch["attention_mask"])
         logits = model(input_ids=batch["input_ids"], attention_mask=mask, logits_to_keep=keep).logits
     return weighted_next_token_loss(logits, batch["input_ids"], batch["loss_weights"], layout, positions=keep)

@@ -47,7 +47,6 @@ from emu3_vla.training.schedule import lr_factor
 from emu3_vla.vla import VLAModel
 
 log = logging.getLogger(__name__)
-LOGGED = ("step", "loss", "action_acc", "lr")  # the progress line without a progress bar
 STATE_FILE = "trainer_state.pt"
 METRICS_FILE = "metrics.jsonl"
 
@@ -373,13 +372,23 @@ class Trainer:
         every, total = int(self.cfg.checkpoint.every), int(self.cfg.steps)
         return [s for s in self.ckpts.steps() if s % every and s != total]
 
-    def _save_on_interrupt(self, finished: int, saved: int) -> None:
+    def _save_on_interrupt(self, finished: int) -> None:
         """Ctrl-C / SIGTERM: keep the steps finished since the last checkpoint, so a restart loses
         nothing (one process only: in a process group the others may be gone and the gather hang)."""
-        if finished > saved and not self.env.distributed:
+        if finished > self.start_step and not self.ckpts.path(finished).exists() and not self.env.distributed:
             with deferred_interrupts():
                 path = self.save_checkpoint(finished)
             log.warning("interrupted after step %d: saved %s; run the same command again to continue", finished, path)
+
+    def _report(self, m: dict[str, Any], metrics_path: Path, wandb_run, bar, *, log_line: bool) -> None:
+        """One step's metrics: a line of ``metrics.jsonl``, wandb, the progress bar (or a log line)."""
+        with metrics_path.open("a") as f:
+            f.write(json.dumps(m) + "\n")
+        if wandb_run is not None:
+            wandb_run.log({k: v for k, v in m.items() if k != "step"}, step=m["step"])
+        bar.set_postfix(loss=f"{m['loss']:.3f}", act_acc=f"{m['action_acc']:.2f}")
+        if log_line:
+            log.info("step %d loss %.4f action acc %.3f lr %.2e", m["step"], m["loss"], m["action_acc"], m["lr"])
 
     # -------------------------------------------------------------------- run
     def fit(self) -> TrainResult:
@@ -393,7 +402,6 @@ class Trainer:
         )
         t_last, tokens_since = time.perf_counter(), 0.0
         last_path = self.ckpts.path(self.start_step)
-        finished = saved = self.start_step
         try:
             for step in bar:
                 # Ctrl-C / SIGTERM land between steps, never inside one, and save what is finished.
@@ -401,27 +409,20 @@ class Trainer:
                     m = self.train_step(step)
                     if not math.isfinite(m["loss"]):
                         raise FloatingPointError(f"loss became {m['loss']} at step {step + 1}; lower optim.lr")
-                    finished = step + 1
                     tokens_since += m["tokens"]
                     now = time.perf_counter()
                     m["tokens_per_s"] = tokens_since / max(now - t_last, 1e-9)
                     m["epoch"] = self.sampler.epoch_of(step + 1)
                     history.append(m)
-                    if env.is_main:
-                        with metrics_path.open("a") as f:
-                            f.write(json.dumps(m) + "\n")
-                        if wandb_run is not None:
-                            wandb_run.log({k: v for k, v in m.items() if k != "step"}, step=m["step"])
-                        bar.set_postfix(loss=f"{m['loss']:.3f}", act_acc=f"{m['action_acc']:.2f}")
-                    if (step + 1) % int(cfg.log_every) == 0:
+                    log_line = (step + 1) % int(cfg.log_every) == 0
+                    if log_line:
                         t_last, tokens_since = now, 0.0
-                        if env.is_main and not self.progress:
-                            log.info("step %d loss %.4f action acc %.3f lr %.2e", *(m[k] for k in LOGGED))
+                    if env.is_main:
+                        self._report(m, metrics_path, wandb_run, bar, log_line=log_line and not self.progress)
                     if (step + 1) % int(cfg.checkpoint.every) == 0 or step + 1 == total:
                         last_path = self.save_checkpoint(step + 1)
-                        saved = step + 1
         except KeyboardInterrupt:
-            self._save_on_interrupt(finished, saved)
+            self._save_on_interrupt(self.start_step + len(history))
             raise
         if env.is_main:
             plot_loss(metrics_path, self.run_dir / "loss.png")
