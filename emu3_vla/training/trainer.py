@@ -375,10 +375,13 @@ class Trainer:
     def _save_on_interrupt(self, finished: int) -> None:
         """Ctrl-C / SIGTERM: keep the steps finished since the last checkpoint, so a restart loses
         nothing (one process only: in a process group the others may be gone and the gather hang)."""
-        if finished > self.start_step and not self.ckpts.path(finished).exists() and not self.env.distributed:
+        if finished <= self.start_step or self.env.distributed:
+            return
+        path = self.ckpts.path(finished)
+        if not path.exists():  # else the signal came right after a scheduled checkpoint
             with deferred_interrupts():
                 path = self.save_checkpoint(finished)
-            log.warning("interrupted after step %d: saved %s; run the same command again to continue", finished, path)
+        log.warning("interrupted after step %d: saved %s; run the same command again to continue", finished, path)
 
     def _report(self, m: dict[str, Any], metrics_path: Path, wandb_run, bar, *, log_line: bool) -> None:
         """One step's metrics: a line of ``metrics.jsonl``, wandb, the progress bar (or a log line)."""
