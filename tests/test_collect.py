@@ -191,6 +191,132 @@ def test_a_terminated_collection_keeps_the_episodes_it_wrote(tmp_path):
     assert tuple(dataset[len(dataset) - 1][STATIC_KEY].shape) == (3, 48, 48)  # the last episode's video decodes
 
 
+def dataset_columns(root: Path) -> dict[str, np.ndarray]:
+    """The table of a LeRobot dataset (episode index, action, state) and its last video frame."""
+    from lerobot.datasets import LeRobotDataset
+
+    dataset = LeRobotDataset(f"local/{root.name}", root=root, video_backend="pyav")
+    table = dataset.hf_dataset.with_format("numpy")
+    return {
+        "episode_index": np.asarray(table["episode_index"]).reshape(-1),
+        "action": np.asarray(table["action"], dtype=np.float32),
+        "state": np.asarray(table["observation.state"], dtype=np.float32),
+        "last_frame": dataset[len(dataset) - 1][STATIC_KEY].numpy(),
+    }
+
+
+def ctrl_c_after_episode(monkeypatch, after_episode: int, work):
+    """Run ``work()`` and press Ctrl-C (a real SIGINT) right after the dataset's episode ``after_episode``
+    is written; the KeyboardInterrupt it raises is expected."""
+    import os
+    import signal
+
+    from eval.collection import collect as collect_module
+
+    write_episode = collect_module.LeRobotWriter.add
+
+    def ctrl_c_after(writer, episode, instruction):
+        index = write_episode(writer, episode, instruction)
+        if index == after_episode:
+            os.kill(os.getpid(), signal.SIGINT)
+        return index
+
+    with monkeypatch.context() as patch:
+        patch.setattr(collect_module.LeRobotWriter, "add", ctrl_c_after)
+        with pytest.raises(KeyboardInterrupt):
+            work()
+
+
+def interrupted_collection(config: CollectConfig, after_episode: int, monkeypatch) -> dict:
+    """``collect(config)`` stopped by Ctrl-C after episode ``after_episode``; the report it left."""
+    ctrl_c_after_episode(monkeypatch, after_episode, lambda: collect(config))
+    return json.loads((config.out / REPORT_NAME).read_text())
+
+
+def test_an_interrupted_collection_resumes_to_the_episodes_of_an_uninterrupted_one(tmp_path, monkeypatch):
+    """``resume`` (here with another worker count) ends with exactly the uninterrupted run's episodes,
+    in LeRobot and CALVIN format, each once, with per-task quotas (the demo's settings) restored from
+    the report; a finished collection is then returned as it is."""
+    import dataclasses
+
+    settings = {"tasks": ["open_drawer", "turn_on_led", "move_slider_left"], "episodes_per_task": 2, "seed": 5}
+    reference = collect(small_config(tmp_path / "reference", chain_fraction=0.0, **settings))
+    config = small_config(tmp_path / "run", chain_fraction=0.0, calvin_format=True, **settings)
+    stopped = interrupted_collection(config, 2, monkeypatch)
+    assert stopped["interrupted"] is True and stopped["episodes"] == 3
+    assert stopped["next_job"] == reference.episode_list[2]["job"] + 1
+
+    resumed = collect(dataclasses.replace(config, workers=2, resume=True))
+    assert not resumed.interrupted and resumed.episode_list == reference.episode_list
+    # (attempts may differ: two workers run jobs ahead that the quotas then drop, interrupted or not)
+    assert (resumed.frames, resumed.kept) == (reference.frames, reference.kept)
+    ours, theirs = dataset_columns(resumed.lerobot_root), dataset_columns(reference.lerobot_root)
+    for key in ("episode_index", "action", "state"):
+        np.testing.assert_array_equal(ours[key], theirs[key])
+    np.testing.assert_allclose(ours["last_frame"], theirs["last_frame"], atol=2 * VIDEO_TOLERANCE / 255)
+    calvin = CalvinSource(resumed.calvin_root, mapping=calvin_mapping(static=48, gripper=32))
+    assert [calvin.episode(i).instruction for i in range(len(calvin))] == [
+        e["instruction"] for e in reference.episode_list
+    ]
+    np.testing.assert_array_equal(calvin.episode(5).actions, theirs["action"][theirs["episode_index"] == 5])
+
+    again = collect(dataclasses.replace(config, resume=True))  # finished: returned as it is
+    assert again.episode_list == reference.episode_list and again.seconds == pytest.approx(resumed.seconds, abs=0.01)
+
+
+def test_ctrl_c_while_a_chain_is_written_waits_for_the_whole_chain(tmp_path, collected, monkeypatch):
+    """A job's episodes are written whole: Ctrl-C after the first episode of a chain's several lands
+    after its last, so that ``resume`` can continue from the next job without losing any."""
+    _, report = collected
+    jobs = [e["job"] for e in report.episode_list]
+    first = next(i for i in range(len(jobs) - 1) if jobs[i] == jobs[i + 1])  # a job that writes 2+ episodes
+    stopped = interrupted_collection(small_config(tmp_path / "run", calvin_format=True), first, monkeypatch)
+    assert stopped["interrupted"] is True and stopped["next_job"] == jobs[first] + 1
+    assert stopped["episodes"] == jobs.index(jobs[first]) + jobs.count(jobs[first])
+    resumed = collect(small_config(tmp_path / "run", calvin_format=True, resume=True))
+    assert resumed.episode_list == report.episode_list and not resumed.interrupted
+
+
+def test_the_demos_collection_stage_continues_after_ctrl_c(tmp_path, monkeypatch, capsys):
+    """`emu3-vla demo` run again after Ctrl-C during collection continues the stage's dataset instead
+    of starting it over: the episodes written before stay, and the stage ends with its full count."""
+    from emu3_vla.training.config import load_config
+    from eval.demo.pipeline import Run, collect_demonstrations, collect_stage
+
+    cfg = load_config("demo_quick", [f"run_dir={tmp_path / 'demo'}"])
+    run = Run.create(cfg)
+    stage = collect_stage(run)
+    ctrl_c_after_episode(monkeypatch, 2, lambda: collect_demonstrations(run, stage))
+    stopped = json.loads((stage.folder / "collect" / REPORT_NAME).read_text())
+    assert stopped["interrupted"] is True and 3 <= stopped["episodes"] < 9
+
+    again = collect_stage(Run.create(cfg))
+    result = collect_demonstrations(run, again)
+    assert "starting it over" not in capsys.readouterr().out
+    report = json.loads((again.folder / "collect" / REPORT_NAME).read_text())
+    assert result["episodes"] == 9 == len(report["episode_list"]) and again.done()
+    assert report["episode_list"][: stopped["episodes"]] == stopped["episode_list"]
+    assert sorted(report["per_task"]) == sorted(run.tasks) and {v["kept"] for v in report["per_task"].values()} == {3}
+
+
+def test_resume_refuses_what_it_cannot_continue(tmp_path, collected):
+    """Other settings, or a dataset left without its report (a hard kill), are refused with the reason
+    and the way out; nothing is deleted unless --overwrite says so."""
+    config, _ = collected
+    with pytest.raises(ValueError, match=r"other settings \(seed: 3 -> 4\).*--overwrite"):
+        collect(small_config(config.out, calvin_format=True, seed=4, resume=True))
+    assert (config.out / REPORT_NAME).is_file()
+    killed = tmp_path / "killed"
+    (killed / "lerobot" / "meta").mkdir(parents=True)
+    with pytest.raises(FileExistsError, match="killed before.*--overwrite"):
+        collect(small_config(killed, resume=True))
+    assert (killed / "lerobot" / "meta").is_dir()
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["collect", "--out", str(killed), "--resume", "--workers", "2"])
+    assert config_from_args(args).resume is True
+
+
 def test_calvin_format_output_loads_with_calvin_source(collected):
     config, report = collected
     source = CalvinSource(report.calvin_root, mapping=calvin_mapping(static=48, gripper=32))

@@ -152,6 +152,22 @@ class CalvinWriter:
         self._ann: list[str] = []
         self._tasks: list[str] = []
 
+    @classmethod
+    def reopen(cls, root: str | Path) -> CalvinWriter:
+        """A writer that appends to the finalised folder ``root`` (an interrupted collection continued):
+        its episode ranges and annotations are read back, and new steps are numbered after them."""
+        writer = cls(root)
+        ranges_file = writer.root / "ep_start_end_ids.npy"
+        if not ranges_file.is_file() or not (writer.root / LANG_FILE).is_file():
+            raise FileNotFoundError(
+                f"{writer.root} holds no finalised CALVIN episodes (ep_start_end_ids.npy) to continue"
+            )
+        writer._ranges = [(int(a), int(b)) for a, b in np.load(ranges_file)]
+        language = np.load(writer.root / LANG_FILE, allow_pickle=True).item()["language"]
+        writer._ann, writer._tasks = list(language["ann"]), list(language["task"])
+        writer._next_step = writer._ranges[-1][1] + 1 if writer._ranges else 0
+        return writer
+
     def add_episode(self, steps: dict[str, np.ndarray], instruction: str, task: str) -> tuple[int, int]:
         """``steps[key]`` is an array with one entry per time step for every key of :data:`STEP_KEYS`."""
         missing = [k for k in STEP_KEYS if k not in steps]

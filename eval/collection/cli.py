@@ -62,6 +62,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-randomize", action="store_true", help="canonical expert waypoints (no jitter)")
     parser.add_argument("--max-jobs", type=int, help="stop after this many jobs even if short of --episodes")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing collection in --out")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the collection in --out that Ctrl-C or SIGTERM stopped (same settings; --workers may "
+        "differ) and end with the episodes an uninterrupted run writes; a finished one is left as it is, "
+        "and an empty --out starts a new one",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -110,6 +117,7 @@ def config_from_args(args: argparse.Namespace):
         randomize=not args.no_randomize,
         max_jobs=args.max_jobs,
         overwrite=args.overwrite,
+        resume=args.resume,
         progress=not args.no_progress,
     )
 

@@ -15,8 +15,12 @@ Output folder::
     <out>/collect_report.json    attempts and kept episodes per task, steps, timing, every episode
 
 Interrupted (Ctrl-C, or SIGTERM through the ``emu3-vla`` CLI, which stops the workers too): the
-dataset is finalised with the episodes written so far (an episode is written and counted, or
-neither) and the report says ``"interrupted": true``; the exception is re-raised.
+dataset is finalised with the episodes written so far (a job's episodes are written and counted, or
+none of them) and the report says ``"interrupted": true`` and which job comes next; the exception is
+re-raised. ``resume=True`` (``--resume``) continues such a collection from that job, appending to the
+same dataset: the episodes end up those of an uninterrupted run (jobs are functions of their index,
+and the per-task counts that decide what is still wanted are restored from the report). A folder
+without a report (the process was killed outright) cannot be continued and needs ``overwrite``.
 
 Reproducibility: job ``i`` (start state, scene seed, expert seed, task or chain) is a function of
 ``(seed, i)``; workers run jobs in parallel but episodes are written in job order, so the dataset
@@ -99,6 +103,7 @@ class CollectConfig:
     handover: bool = False  # chains: a subtask's finishing motion opens the next one (eval.collection.recorder)
     max_jobs: int | None = None  # give up after this many jobs (default: see max_jobs())
     overwrite: bool = False
+    resume: bool = False  # continue the interrupted collection in ``out`` (same settings), else start one
     progress: bool = True
     renderer: str = "tiny"
     render_every: int = 1  # render every k-th step of an episode, hold the frame in between (see recorder)
@@ -166,6 +171,30 @@ class CollectReport:
     config: dict[str, Any]
     jobs_skipped: int = 0  # jobs not run: every task they record had its quota
     interrupted: bool = False  # stopped early (Ctrl-C, SIGTERM): the dataset holds the episodes written so far
+    next_job: int = 0  # the first job whose episodes are not in the dataset (where ``resume`` continues)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], out: Path) -> CollectReport:
+        """The report ``to_json`` wrote (``collect_report.json``), read back to continue or return it."""
+        per_task = data.get("per_task", {})
+        return cls(
+            out=Path(out),
+            lerobot_root=Path(data["lerobot_root"]),
+            calvin_root=Path(data["calvin_root"]) if data.get("calvin_root") else None,
+            episodes=int(data["episodes"]),
+            frames=int(data["frames"]),
+            jobs=int(data["jobs"]),
+            env_steps=int(data["env_steps"]),
+            seconds=float(data["seconds"]),
+            attempted={t: v["attempted"] for t, v in per_task.items() if v["attempted"]},
+            succeeded={t: v["succeeded"] for t, v in per_task.items() if v["attempted"]},
+            kept={t: v["kept"] for t, v in per_task.items() if v["kept"]},
+            episode_list=list(data.get("episode_list", [])),
+            config=dict(data.get("config", {})),
+            jobs_skipped=int(data.get("jobs_skipped", 0)),
+            interrupted=bool(data.get("interrupted", False)),
+            next_job=int(data.get("next_job", 0)),
+        )
 
     def to_json(self) -> dict[str, Any]:
         per_task = {
@@ -185,6 +214,7 @@ class CollectReport:
             "jobs": self.jobs,
             "jobs_skipped": self.jobs_skipped,
             "interrupted": self.interrupted,
+            "next_job": self.next_job,
             "env_steps": self.env_steps,
             "seconds": round(self.seconds, 2),
             "episodes_per_minute": round(60 * self.episodes / max(self.seconds, 1e-9), 2),
@@ -204,10 +234,10 @@ def instruction_for(task: str, seed: int, job_index: int, position: int, paraphr
     return choices[derive_seed(seed, "instruction", job_index, position) % len(choices)]
 
 
-def demonstration_jobs(config: CollectConfig, limit: int | None = None) -> Iterator[Job]:
-    """The jobs ``collect`` runs, in order (job ``i`` depends only on ``config.seed`` and ``i``)."""
+def demonstration_jobs(config: CollectConfig, limit: int | None = None, start: int = 0) -> Iterator[Job]:
+    """The jobs ``collect`` runs, in order from job ``start`` (job ``i`` depends only on ``config.seed`` and ``i``)."""
     chains = training_chains(TRAINING_CHAINS, config.seed) if config.chain_fraction > 0 else []
-    for index in range(limit if limit is not None else max_jobs(config)):
+    for index in range(start, limit if limit is not None else max_jobs(config)):
         yield demonstration_job(
             index,
             config.seed,
@@ -282,12 +312,69 @@ def prepare_out(out: Path, outputs: Sequence[Path], overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
+#: Settings that may differ when an interrupted collection is continued: they change how it runs, not
+#: which episodes it writes.
+RESUME_FREE_SETTINGS = frozenset({"out", "workers", "progress", "overwrite", "resume", "max_jobs"})
+
+
+def settings_json(config: CollectConfig) -> dict[str, Any]:
+    """``config`` as the report stores it (paths as text, tuples as lists)."""
+    as_dict = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()}
+    return json.loads(json.dumps(as_dict))
+
+
+def changed_settings(saved: dict[str, Any], config: CollectConfig) -> list[str]:
+    """The settings (``name: saved -> now``) in which ``config`` differs from a report's ``config``, leaving
+    out :data:`RESUME_FREE_SETTINGS`; a setting the report predates counts as unchanged at its default."""
+    now = settings_json(config)
+    defaults = settings_json(CollectConfig(out=config.out))
+    changed = []
+    for name in sorted(set(saved) | set(now)):
+        if name in RESUME_FREE_SETTINGS:
+            continue
+        before = saved.get(name, defaults.get(name))
+        if before != now.get(name):
+            changed.append(f"{name}: {before!r} -> {now.get(name)!r}")
+    return changed
+
+
+def continued_report(config: CollectConfig) -> CollectReport | None:
+    """With ``config.resume``, the report of the collection in ``config.out`` to continue (or to return
+    as it is, when it finished); None to start a new collection. Raises rather than lose episodes when
+    the folder holds one that cannot be continued, unless ``config.overwrite``."""
+    if not config.resume:
+        return None
+    path = config.out / REPORT_NAME
+    if not path.is_file():
+        if (config.out / "lerobot").exists() and not config.overwrite:
+            raise FileExistsError(
+                f"{config.out} holds a dataset but no {REPORT_NAME}: the collection was killed before it could "
+                "save its state (Ctrl-C or SIGTERM save it), so it cannot be continued; pass --overwrite to start over"
+            )
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    changed = changed_settings(data.get("config", {}), config)
+    if not changed and (not data.get("interrupted") or data.get("episodes", 0) == 0):
+        return CollectReport.from_json(data, config.out) if not data.get("interrupted") else None
+    if changed or "next_job" not in data:
+        why = f"other settings ({'; '.join(changed)})" if changed else "a version that did not record where to continue"
+        if config.overwrite:
+            log.warning("%s holds a collection made with %s; starting a new one (overwrite)", config.out, why)
+            return None
+        raise ValueError(
+            f"{config.out} holds a collection made with {why}: continue it with the settings it was made with, "
+            "or pass --overwrite to replace it"
+        )
+    return CollectReport.from_json(data, config.out)
+
+
 def collect(config: CollectConfig | str | Path, **settings: Any) -> CollectReport:
     """Run experts until ``config.episodes`` successful episodes are written; see the module docstring.
 
     ``collect(CollectConfig(out=..., ...))`` or, equivalently, ``collect(out, **CollectConfig fields)``.
     With ``episodes_per_task`` an episode is kept only while its task has fewer than that many, and
-    collection stops when every task has them (a balanced dataset).
+    collection stops when every task has them (a balanced dataset). With ``resume`` an interrupted
+    collection in ``out`` continues (a finished one is returned as it is).
     """
     from tqdm.auto import tqdm
 
@@ -298,7 +385,14 @@ def collect(config: CollectConfig | str | Path, **settings: Any) -> CollectRepor
     quota = config.episodes_per_task
     lerobot_root = config.out / "lerobot"
     calvin_root = config.out / "calvin" / "training" if config.calvin_format else None
-    prepare_out(config.out, [lerobot_root, config.out / "calvin", config.out / REPORT_NAME], config.overwrite)
+    previous = continued_report(config)
+    if previous is not None and not previous.interrupted:
+        log.info("%s already holds this collection, finished (%d episodes)", config.out, previous.episodes)
+        return previous
+    resuming = previous is not None
+    if not resuming:  # with resume, continued_report has refused every folder it would be a loss to replace
+        outputs = [lerobot_root, config.out / "calvin", config.out / REPORT_NAME]
+        prepare_out(config.out, outputs, config.overwrite or config.resume)
     paraphrases = task_instructions("training")
     lerobot = LeRobotWriter(
         lerobot_root,
@@ -307,56 +401,74 @@ def collect(config: CollectConfig | str | Path, **settings: Any) -> CollectRepor
         video=config.video,
         max_episode_frames=max(MAX_EPISODE_FRAMES, config.max_steps + 2 * config.tail_steps + 1),
         render_every=config.render_every,
+        resume=resuming,
     )
-    calvin = CalvinFormatWriter(calvin_root) if calvin_root is not None else None
-    attempted: Counter[str] = Counter()
-    succeeded: Counter[str] = Counter()
-    kept: Counter[str] = Counter()
-    episode_list: list[dict[str, Any]] = []
-    frames = env_steps = jobs_run = 0
+    calvin = CalvinFormatWriter(calvin_root, resume=resuming) if calvin_root is not None else None
+    attempted: Counter[str] = Counter(previous.attempted if previous else {})
+    succeeded: Counter[str] = Counter(previous.succeeded if previous else {})
+    kept: Counter[str] = Counter(previous.kept if previous else {})
+    episode_list: list[dict[str, Any]] = list(previous.episode_list) if previous else []
+    frames = previous.frames if previous else 0
+    env_steps = previous.env_steps if previous else 0
+    jobs_run = previous.jobs if previous else 0
+    next_job = previous.next_job if previous else 0
+    skipped_before = previous.jobs_skipped if previous else 0
+    skipped: list[int] = []  # indices of the jobs skipped (some lie ahead of the last job written)
+    if resuming:
+        log.info("continuing %s: %d episodes written, from job %d", config.out, len(episode_list), next_job)
     started = time.perf_counter()
-    bar = tqdm(total=config.episodes, desc="episodes", unit="ep", disable=not config.progress)
-    skipped = 0
+    bar = tqdm(
+        total=config.episodes, initial=len(episode_list), desc="episodes", unit="ep", disable=not config.progress
+    )
 
     def still_wanted(jobs: Iterator[Job]) -> Iterator[Job]:
         """Leave out what only full tasks would record (decided when a worker is free for the job): a job
         whose recorded tasks are all full is skipped, a full task's subtask is run unrecorded (nothing
         rendered), and a chain stops after its last subtask that is still wanted. Kept counts only grow,
         so everything left out would have been dropped anyway: the dataset does not change."""
-        nonlocal skipped
         for job in jobs:
             if quota is not None:
                 wanted = tuple(rec and kept[t] < quota for t, rec in zip(job.tasks, job.record, strict=True))
                 if not any(wanted):
-                    skipped += 1
+                    skipped.append(job.index)
                     continue
                 end = len(wanted) - wanted[::-1].index(True) if job.kind == "chain" else len(wanted)
                 meta = {**job.meta, "chain_tasks": list(job.tasks)}
                 job = dataclasses.replace(job, tasks=job.tasks[:end], record=wanted[:end], meta=meta)
             yield job
 
-    results = run_jobs(still_wanted(demonstration_jobs(config)), run_settings(config), config.workers)
+    def write(result: JobResult) -> None:
+        """Count a job and write the episodes still wanted of it."""
+        nonlocal jobs_run, env_steps, frames, next_job
+        jobs_run += 1
+        env_steps += result.env_steps
+        _count(result, attempted, succeeded)
+        for position, outcome in enumerate(result.outcomes):
+            if outcome.episode is None or len(episode_list) >= config.episodes:
+                continue
+            episode = outcome.episode
+            if quota is not None and kept[episode.task] >= quota:
+                continue
+            instruction = instruction_for(episode.task, config.seed, result.job.index, position, paraphrases)
+            index = lerobot.add(episode, instruction)
+            if calvin is not None:
+                calvin.add(episode, instruction)
+            kept[episode.task] += 1
+            frames += len(episode)
+            episode_list.append(_episode_entry(index, episode, instruction, result.job, position))
+            bar.update(1)
+        next_job = result.job.index + 1
+
+    # an interruption while the last job was written leaves nothing to run: the loop below stops at once
+    demonstrations = still_wanted(demonstration_jobs(config, start=next_job))
+    if len(episode_list) >= config.episodes:
+        demonstrations = iter(())
+    results = run_jobs(demonstrations, run_settings(config), config.workers)
     interruption: KeyboardInterrupt | None = None
     try:
         for result in results:
-            jobs_run += 1
-            env_steps += result.env_steps
-            _count(result, attempted, succeeded)
-            for position, outcome in enumerate(result.outcomes):
-                if outcome.episode is None or len(episode_list) >= config.episodes:
-                    continue
-                episode = outcome.episode
-                if quota is not None and kept[episode.task] >= quota:
-                    continue
-                instruction = instruction_for(episode.task, config.seed, result.job.index, position, paraphrases)
-                with deferred_interrupts():  # an episode is written and counted, or neither
-                    index = lerobot.add(episode, instruction)
-                    if calvin is not None:
-                        calvin.add(episode, instruction)
-                    kept[episode.task] += 1
-                    frames += len(episode)
-                    episode_list.append(_episode_entry(index, episode, instruction, result.job, position))
-                bar.update(1)
+            with deferred_interrupts():  # a job's episodes are written and counted, or none of them
+                write(result)
             bar.set_postfix(jobs=jobs_run, kept=f"{sum(kept.values())}/{sum(attempted.values())}")
             if len(episode_list) >= config.episodes:
                 break
@@ -383,19 +495,21 @@ def collect(config: CollectConfig | str | Path, **settings: Any) -> CollectRepor
         frames=frames,
         jobs=jobs_run,
         env_steps=env_steps,
-        seconds=time.perf_counter() - started,
+        seconds=(previous.seconds if previous else 0.0) + time.perf_counter() - started,
         attempted=dict(attempted),
         succeeded=dict(succeeded),
         kept=dict(kept),
         episode_list=episode_list,
-        jobs_skipped=skipped,
+        jobs_skipped=skipped_before + sum(index < next_job for index in skipped),
         interrupted=interruption is not None,
-        config={k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()},
+        next_job=next_job,
+        config=settings_json(config),
     )
     (config.out / REPORT_NAME).write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
     if interruption is not None:
         log.warning(
-            "interrupted: %s holds the %d episodes written so far (%s marks it interrupted)",
+            "interrupted: %s holds the %d episodes written so far (%s marks it interrupted); "
+            "run the same command with --resume (resume=True) to continue",
             lerobot_root,
             len(episode_list),
             REPORT_NAME,

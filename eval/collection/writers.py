@@ -111,7 +111,8 @@ def _quiet_encoders() -> None:
 
 
 class LeRobotWriter:
-    """Appends episodes to a new LeRobot v3.0 dataset at ``root`` (which must not exist yet)."""
+    """Appends episodes to a new LeRobot v3.0 dataset at ``root`` (which must not exist yet), or with
+    ``resume=True`` to the finalised one there (an interrupted collection continued)."""
 
     def __init__(
         self,
@@ -126,16 +127,21 @@ class LeRobotWriter:
         video_file_mb: int = VIDEO_FILE_MB,
         byte_image_stats: bool = True,
         render_every: int = 1,
+        resume: bool = False,
     ) -> None:
         """``byte_image_stats=False`` keeps lerobot's own per-frame statistics (the benchmark's baseline);
         ``render_every=k`` marks the dataset as holding frames rendered every k-th step (its episodes
-        must be recorded so, see ``eval.collection.recorder``), which training then checks."""
+        must be recorded so, see ``eval.collection.recorder``), which training then checks.
+        ``resume=True`` reopens the dataset at ``root`` (lerobot's ``LeRobotDataset.resume``) and appends
+        after its last episode; its features must be the ones these settings would create."""
         _quiet_encoders()
         from lerobot.configs.video import RGBEncoderConfig
         from lerobot.datasets import LeRobotDataset
 
         self.root = Path(root)
-        if self.root.exists():
+        if resume and not (self.root / "meta" / "info.json").is_file():
+            raise FileNotFoundError(f"{self.root} holds no LeRobot dataset to continue (no meta/info.json)")
+        if self.root.exists() and not resume:
             raise FileExistsError(f"{self.root} already exists; choose a new folder or remove it first")
         self.repo_id = repo_id or f"local/{self.root.name}"
         self.static_size, self.gripper_size = static_size, gripper_size
@@ -152,17 +158,24 @@ class LeRobotWriter:
                 "encoder_queue_maxsize": max_episode_frames,
                 "video_files_size_in_mb": video_file_mb,
             }
-        self.dataset = LeRobotDataset.create(
-            self.repo_id,
-            fps=fps,
-            features=lerobot_features(static_size, gripper_size, video),
-            root=self.root,
-            robot_type="panda",
-            use_videos=video,
-            **options,
-        )
-        write_render_every(self.root, render_every)
-        self.episodes = 0
+        features = lerobot_features(static_size, gripper_size, video)
+        if resume:
+            options.pop("video_files_size_in_mb", None)  # the dataset's own setting (meta/info.json) applies
+            self.dataset = LeRobotDataset.resume(self.repo_id, root=self.root, **options)
+            _check_same_features(self.root, self.dataset.meta.features, features)
+            self.episodes = int(self.dataset.meta.total_episodes)
+        else:
+            self.dataset = LeRobotDataset.create(
+                self.repo_id,
+                fps=fps,
+                features=features,
+                root=self.root,
+                robot_type="panda",
+                use_videos=video,
+                **options,
+            )
+            write_render_every(self.root, render_every)
+            self.episodes = 0
         self._byte_stats = video and byte_image_stats  # until finalize(): image stats counted per byte value
         if self._byte_stats:
             acquire_byte_image_stats()
@@ -213,11 +226,27 @@ class LeRobotWriter:
                 release_byte_image_stats()
 
 
-class CalvinFormatWriter:
-    """Appends episodes to a CALVIN split folder (``.../training``) through ``CalvinWriter``."""
+def _check_same_features(root: Path, stored: dict[str, dict], expected: dict[str, dict]) -> None:
+    """A ValueError if the dataset being continued stores other features (camera sizes, video or images)."""
+    for key, spec in expected.items():
+        have = stored.get(key)
+        if have is None or have["dtype"] != spec["dtype"] or tuple(have["shape"]) != tuple(spec["shape"]):
+            got = f"{have['dtype']} {tuple(have['shape'])}" if have else "missing"
+            raise ValueError(
+                f"{root} stores {key} as {got}, these settings write {spec['dtype']} {tuple(spec['shape'])}: "
+                "continue it with the settings it was made with, or start a new collection"
+            )
 
-    def __init__(self, root: str | Path) -> None:
+
+class CalvinFormatWriter:
+    """Appends episodes to a CALVIN split folder (``.../training``) through ``CalvinWriter``; with
+    ``resume=True`` after the episodes a finalised folder already holds."""
+
+    def __init__(self, root: str | Path, resume: bool = False) -> None:
         self.root = Path(root)
+        if resume:
+            self.writer = CalvinWriter.reopen(self.root)
+            return
         if self.root.exists() and any(self.root.iterdir()):
             raise FileExistsError(f"{self.root} already exists and is not empty; choose a new folder or remove it")
         self.writer = CalvinWriter(self.root)

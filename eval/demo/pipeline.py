@@ -105,6 +105,12 @@ def collect_stage(run: Run) -> Stage:
     return Stage("collect demonstrations", run.folder / "data", settings)
 
 
+def collect_demonstrations(run: Run, stage: Stage) -> dict[str, Any]:
+    """The collection stage, cached; an interrupted attempt continues its dataset from the next job
+    (``collect(resume=True)``), since collection is the longest stage after training."""
+    return stage.run(lambda: run_collect(run, stage), resumable=True)
+
+
 def run_collect(run: Run, stage: Stage) -> dict[str, Any]:
     from eval.collection.collect import CollectConfig, collect
 
@@ -131,7 +137,8 @@ def run_collect(run: Run, stage: Stage) -> dict[str, Any]:
             handover=bool(c.get("handover", False)),
             render_every=run.render_every(),
             render_sizes=run.render_sizes(),
-            overwrite=True,
+            resume=True,  # an interrupted attempt continues from its next job
+            overwrite=True,  # what cannot be continued starts over
         )
     ).to_json()
     report.pop("episode_list", None)
@@ -296,7 +303,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         return out
 
     collect = collect_stage(run)
-    collected = timed("collect", collect.run, lambda: run_collect(run, collect))
+    collected = timed("collect", collect_demonstrations, run, collect)
     cfg.train.data.root = str(collected["lerobot_root"])
     fast = fast_stage(run, collect)
     fast_info = timed("fast", fast.run, lambda: run_fast(run, fast))
