@@ -104,3 +104,41 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def ctrl_c_after_episode(monkeypatch, after_episode: int, work):
+    """Run ``work()`` and press Ctrl-C (a real SIGINT) right after the dataset's episode ``after_episode``
+    is written; the KeyboardInterrupt it raises is expected."""
+    import os
+    import signal
+
+    from eval.collection.writers import LeRobotWriter
+
+    write_episode = LeRobotWriter.add
+
+    def ctrl_c_after(writer, episode, instruction):
+        index = write_episode(writer, episode, instruction)
+        if index == after_episode:
+            os.kill(os.getpid(), signal.SIGINT)
+        return index
+
+    with monkeypatch.context() as patch:
+        patch.setattr(LeRobotWriter, "add", ctrl_c_after)
+        with pytest.raises(KeyboardInterrupt):
+            work()
+
+
+def episodes_written(monkeypatch) -> list[int]:
+    """From now on, the index of every episode a ``LeRobotWriter`` writes (to tell a continued collection
+    from one that started over: both end with the same episodes)."""
+    from eval.collection.writers import LeRobotWriter
+
+    written: list[int] = []
+    write_episode = LeRobotWriter.add
+
+    def counted(writer, episode, instruction):
+        written.append(write_episode(writer, episode, instruction))
+        return written[-1]
+
+    monkeypatch.setattr(LeRobotWriter, "add", counted)
+    return written

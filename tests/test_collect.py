@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import ctrl_c_after_episode, episodes_written
 from emu3_vla.data.calvin_format import CalvinSource, calvin_mapping
 from envs import PlayTableEnv, task_instructions
 from eval.collection.cli import config_from_args, register
@@ -205,28 +206,6 @@ def dataset_columns(root: Path) -> dict[str, np.ndarray]:
     }
 
 
-def ctrl_c_after_episode(monkeypatch, after_episode: int, work):
-    """Run ``work()`` and press Ctrl-C (a real SIGINT) right after the dataset's episode ``after_episode``
-    is written; the KeyboardInterrupt it raises is expected."""
-    import os
-    import signal
-
-    from eval.collection import collect as collect_module
-
-    write_episode = collect_module.LeRobotWriter.add
-
-    def ctrl_c_after(writer, episode, instruction):
-        index = write_episode(writer, episode, instruction)
-        if index == after_episode:
-            os.kill(os.getpid(), signal.SIGINT)
-        return index
-
-    with monkeypatch.context() as patch:
-        patch.setattr(collect_module.LeRobotWriter, "add", ctrl_c_after)
-        with pytest.raises(KeyboardInterrupt):
-            work()
-
-
 def interrupted_collection(config: CollectConfig, after_episode: int, monkeypatch) -> dict:
     """``collect(config)`` stopped by Ctrl-C after episode ``after_episode``; the report it left."""
     ctrl_c_after_episode(monkeypatch, after_episode, lambda: collect(config))
@@ -246,8 +225,10 @@ def test_an_interrupted_collection_resumes_to_the_episodes_of_an_uninterrupted_o
     assert stopped["interrupted"] is True and stopped["episodes"] == 3
     assert stopped["next_job"] == reference.episode_list[2]["job"] + 1
 
+    written = episodes_written(monkeypatch)
     resumed = collect(dataclasses.replace(config, workers=2, resume=True))
     assert not resumed.interrupted and resumed.episode_list == reference.episode_list
+    assert written == [3, 4, 5], "only the missing episodes are collected"
     # (attempts may differ: two workers run jobs ahead that the quotas then drop, interrupted or not)
     assert (resumed.frames, resumed.kept) == (reference.frames, reference.kept)
     ours, theirs = dataset_columns(resumed.lerobot_root), dataset_columns(reference.lerobot_root)
@@ -273,8 +254,10 @@ def test_ctrl_c_while_a_chain_is_written_waits_for_the_whole_chain(tmp_path, col
     stopped = interrupted_collection(small_config(tmp_path / "run", calvin_format=True), first, monkeypatch)
     assert stopped["interrupted"] is True and stopped["next_job"] == jobs[first] + 1
     assert stopped["episodes"] == jobs.index(jobs[first]) + jobs.count(jobs[first])
+    written = episodes_written(monkeypatch)
     resumed = collect(small_config(tmp_path / "run", calvin_format=True, resume=True))
     assert resumed.episode_list == report.episode_list and not resumed.interrupted
+    assert written == list(range(stopped["episodes"], 5))
 
 
 def test_the_demos_collection_stage_continues_after_ctrl_c(tmp_path, monkeypatch, capsys):
@@ -291,7 +274,9 @@ def test_the_demos_collection_stage_continues_after_ctrl_c(tmp_path, monkeypatch
     assert stopped["interrupted"] is True and 3 <= stopped["episodes"] < 9
 
     again = collect_stage(Run.create(cfg))
+    written = episodes_written(monkeypatch)
     result = collect_demonstrations(run, again)
+    assert written == list(range(stopped["episodes"], 9)), "the stage continues, it does not start over"
     assert "starting it over" not in capsys.readouterr().out
     report = json.loads((again.folder / "collect" / REPORT_NAME).read_text())
     assert result["episodes"] == 9 == len(report["episode_list"]) and again.done()

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import tiny_train_overrides, write_tiny_lerobot_dataset
+from conftest import ctrl_c_after_episode, episodes_written, tiny_train_overrides, write_tiny_lerobot_dataset
 from emu3_vla.data.episodes import DatasetFormatError
 from emu3_vla.data.sources import ConcatSource, open_dataset
 from emu3_vla.training.config import load_config
@@ -184,3 +184,31 @@ def test_on_policy_episodes_render_like_collect(tmp_path):
     assert len(frames) > 5 and not np.array_equal(frames[0], frames[5])
     for t in range(len(frames)):
         assert np.array_equal(frames[t], frames[t - t % 5])
+
+
+def test_an_interrupted_on_policy_collection_resumes_with_the_same_chains(tmp_path, monkeypatch):
+    """Ctrl-C after the first chain's episode: that chain stays, the report says where to go on, and
+    ``resume`` (here with two workers) ends with the uninterrupted run's chains and episodes."""
+    import dataclasses
+
+    from eval.collection.on_policy import REPORT_NAME, OnPolicyConfig, collect_on_policy
+
+    settings = {"policy": "expert", "chains": 3, "chains_per_call": 1, "workers": 1, "envs": 1}
+    sizes = {"static_size": 48, "gripper_size": 32, "progress": False}
+    reference = collect_on_policy(OnPolicyConfig(out=tmp_path / "reference", **settings, **sizes))
+    first = next(i for i, row in enumerate(reference["chain_list"]) if row["episodes"])
+    config = OnPolicyConfig(out=tmp_path / "op", **settings, **sizes)
+    ctrl_c_after_episode(monkeypatch, 0, lambda: collect_on_policy(config))
+    stopped = json.loads((config.out / REPORT_NAME).read_text())
+    assert stopped["interrupted"] is True and stopped["next_chain"] == first + 1 == stopped["chains"] < 3
+
+    written = episodes_written(monkeypatch)
+    resumed = collect_on_policy(dataclasses.replace(config, workers=2, resume=True))
+    assert not resumed["interrupted"] and resumed["chain_list"] == reference["chain_list"]
+    assert written == list(range(stopped["episodes"], reference["episodes"])), "it continues, not starts over"
+    ours, theirs = open_dataset(config.out / "lerobot"), open_dataset(tmp_path / "reference" / "lerobot")
+    assert len(ours) == len(theirs) == reference["episodes"]
+    for i in range(len(ours)):
+        np.testing.assert_array_equal(ours.episode(i).actions, theirs.episode(i).actions)
+    with pytest.raises(ValueError, match=r"other settings \(chains: 3 -> 4\)"):
+        collect_on_policy(dataclasses.replace(config, chains=4, resume=True))

@@ -31,6 +31,13 @@ stepped together (one batched policy query per step), as the chain evaluation ru
 
 Train on it together with the expert demonstrations (``data.root=[expert/lerobot,on_policy/lerobot]``)
 so that the new states are added to, not swapped for, the old ones.
+
+Interrupted (Ctrl-C, SIGTERM through the CLI): the chains whose episodes were written stay (a worker's
+batch of ``chains_per_call`` chains is written whole), the dataset is finalised and the report says
+``"interrupted": true`` and ``next_chain``; ``resume=True`` (``--resume``, the demo's rerun) continues
+from there with the same chains. A driving VLA answers a batch of simulators at once, so a chain run
+after the restart may differ in the last floating-point bits from the uninterrupted run's (other
+chains share its batch); the scripted drivers give the same episodes.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from emu3_vla.interrupts import deferred_interrupts
 from envs import SUBTASK_STEPS, PlayTableEnv, TaskOracle, task_instructions
 from eval.chains import training_chains
 from eval.collection.collect import checked_render_sizes, checked_tasks, instruction_for, prepare_out
@@ -85,6 +93,7 @@ class OnPolicyConfig:
     decoder: str = "parallel"
     chains_per_call: int = 16  # chains a worker runs before sending its episodes back
     overwrite: bool = False
+    resume: bool = False  # continue the interrupted collection in ``out`` (same settings), else start one
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -303,6 +312,44 @@ def chain_outcomes(config: OnPolicyConfig) -> list[ChainOutcome]:
     return [ChainOutcome(i, dict(state), list(tasks)) for i, (state, tasks) in enumerate(drawn)]
 
 
+#: Settings that may differ when an interrupted collection is continued (how it runs, not what it records).
+RESUME_FREE_SETTINGS = frozenset({"out", "envs", "workers", "chains_per_call", "overwrite", "resume", "progress"})
+
+
+def _settings_json(config: OnPolicyConfig) -> dict[str, Any]:
+    as_dict = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(config).items()}
+    return json.loads(json.dumps(as_dict))
+
+
+def continued_report(config: OnPolicyConfig) -> dict[str, Any] | None:
+    """With ``config.resume``, the report in ``config.out`` to continue (or, finished, to return); None to
+    start anew. Refuses a folder it cannot continue (other settings, no report) unless ``overwrite``."""
+    if not config.resume:
+        return None
+    path = config.out / REPORT_NAME
+    if not path.is_file():
+        if (config.out / "lerobot").exists() and not config.overwrite:
+            raise FileExistsError(
+                f"{config.out} holds a dataset but no {REPORT_NAME} (the collection was killed outright); "
+                "pass --overwrite to start over"
+            )
+        return None
+    report = json.loads(path.read_text(encoding="utf-8"))
+    now, saved = _settings_json(config), report.get("config", {})
+    changed = [
+        f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in now if k not in RESUME_FREE_SETTINGS and saved.get(k) != now[k]
+    ]
+    if changed or (report.get("interrupted") and "next_chain" not in report):
+        why = f"other settings ({'; '.join(changed)})" if changed else "a version that did not record where to continue"
+        if config.overwrite:
+            log.warning("%s holds an on-policy collection made with %s; starting a new one", config.out, why)
+            return None
+        raise ValueError(f"{config.out} holds an on-policy collection made with {why}; pass --overwrite to replace it")
+    if report.get("interrupted") and not report.get("episodes"):
+        return None  # nothing written yet: starting over loses nothing
+    return report
+
+
 def collect_on_policy(config: OnPolicyConfig) -> dict[str, Any]:
     """Run the chains, write the episodes as a LeRobot dataset and the report; returns the report."""
     import os
@@ -310,35 +357,55 @@ def collect_on_policy(config: OnPolicyConfig) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     lerobot_root = config.out / "lerobot"
-    prepare_out(config.out, [lerobot_root, config.out / REPORT_NAME], config.overwrite)
+    previous = continued_report(config)
+    if previous is not None and not previous.get("interrupted"):
+        log.info("%s already holds this on-policy collection, finished (%d chains)", config.out, previous["chains"])
+        return previous
+    if previous is None:  # with resume, continued_report has refused every folder it would be a loss to replace
+        prepare_out(config.out, [lerobot_root, config.out / REPORT_NAME], config.overwrite or config.resume)
     writer = LeRobotWriter(
         lerobot_root,
         static_size=config.static_size,
         gripper_size=config.gripper_size,
         max_episode_frames=max(MAX_EPISODE_FRAMES, SUBTASK_STEPS + 2 * TAIL_STEPS + 1),
         render_every=config.render_every,
+        resume=previous is not None,
     )
     paraphrases = task_instructions("training")
     chains = chain_outcomes(config)
-    calls = [chains[i : i + config.chains_per_call] for i in range(0, len(chains), config.chains_per_call)]
+    next_chain = int(previous["next_chain"]) if previous else 0
+    if previous:
+        log.info("continuing %s from chain %d of %d", config.out, next_chain, len(chains))
+    step = config.chains_per_call
+    calls = [chains[i : i + step] for i in range(next_chain, len(chains), step)]
     threads = max(1, (os.cpu_count() or 1) // config.workers)
-    rows, kinds, kept = [], Counter(), Counter()
+    rows = list(previous["chain_list"]) if previous else []
+    kinds = Counter(previous["chains_by_kind"]) if previous else Counter()
+    kept = Counter(previous["episodes_by_kind"]) if previous else Counter()
     started = time.perf_counter()
-    bar = tqdm(total=len(chains), desc="chains", unit="chain", disable=not config.progress)
-    with ProcessPoolExecutor(
+    bar = tqdm(total=len(chains), initial=len(rows), desc="chains", unit="chain", disable=not config.progress)
+    pool = ProcessPoolExecutor(
         config.workers, mp_context=get_context("forkserver"), initializer=_init_worker, initargs=(config, threads)
-    ) as pool:
+    )
+    interruption: KeyboardInterrupt | None = None
+    try:
         for done in pool.map(_run_in_worker, calls):
-            for chain in done:
-                for position, episode in chain.episodes:
-                    text = instruction_for(episode.task, config.seed, chain.index, position, paraphrases)
-                    writer.add(episode, text)
-                    kept[chain.kind] += 1
-                kinds[chain.kind or "none"] += 1
-                rows.append(chain.row())
-                bar.update(1)
+            with deferred_interrupts():  # a batch of chains is written and counted whole, or not at all
+                for chain in done:
+                    for position, episode in chain.episodes:
+                        text = instruction_for(episode.task, config.seed, chain.index, position, paraphrases)
+                        writer.add(episode, text)
+                        kept[chain.kind] += 1
+                    kinds[chain.kind or "none"] += 1
+                    rows.append(chain.row())
+                    next_chain = chain.index + 1
+                bar.update(len(done))
             bar.set_postfix(episodes=sum(kept.values()))
-    bar.close()
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM through the CLI: keep what was written
+        interruption = stop
+    finally:
+        pool.shutdown(wait=interruption is None, cancel_futures=True)  # workers exit with this process
+        bar.close()
     writer.finalize()
     report = {
         "policy": str(config.policy),
@@ -347,10 +414,20 @@ def collect_on_policy(config: OnPolicyConfig) -> dict[str, Any]:
         "episodes_by_kind": dict(kept),
         "chains_by_kind": dict(kinds),
         "policy_first_subtask_success": round(sum(r["policy_successes"] > 0 for r in rows) / max(len(rows), 1), 4),
-        "seconds": round(time.perf_counter() - started, 1),
+        "seconds": round((previous["seconds"] if previous else 0.0) + time.perf_counter() - started, 1),
+        "interrupted": interruption is not None,
+        "next_chain": next_chain,
         "lerobot_root": str(lerobot_root),
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(config).items()},
+        "config": _settings_json(config),
         "chain_list": rows,
     }
     (config.out / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    if interruption is not None:
+        log.warning(
+            "interrupted: %s holds the episodes of %d of %d chains; run the same command with --resume to continue",
+            lerobot_root,
+            len(rows),
+            len(chains),
+        )
+        raise interruption
     return report

@@ -43,6 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing collection in --out")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the collection in --out that Ctrl-C or SIGTERM stopped (same settings; --workers and --envs "
+        "may differ); a finished one is left as it is",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -66,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         decoder=args.decoder,
         overwrite=args.overwrite,
+        resume=args.resume,
         progress=not args.no_progress,
     )
     report = collect_on_policy(config)

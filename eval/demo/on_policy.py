@@ -56,7 +56,8 @@ def run_collect(run: Any, stage: Stage, checkpoint: Path) -> dict[str, Any]:
             envs=int(run.cfg.eval.envs),
             workers=int(run.cfg.workers),
             decoder=s["decoder"],
-            overwrite=True,
+            resume=True,  # an interrupted attempt continues from its next chain
+            overwrite=True,  # what cannot be continued starts over
         )
     )
     report.pop("chain_list", None)

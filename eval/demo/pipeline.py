@@ -322,7 +322,9 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         from eval.demo import on_policy as op
 
         op_collect = op.collect_stage(run, trained_stage)  # chains over the trained tasks only
-        on_policy["data"] = timed("on-policy data", op_collect.run, lambda: op.run_collect(run, op_collect, checkpoint))
+        on_policy["data"] = timed(
+            "on-policy data", op_collect.run, lambda: op.run_collect(run, op_collect, checkpoint), resumable=True
+        )
         if on_policy["data"]["episodes"]:
             roots = [str(collected["lerobot_root"]), on_policy["data"]["lerobot_root"]]
             trained_stage, train_cfg = op.finetune_stage(run, [trained_stage, op_collect], train_cfg, checkpoint, roots)
