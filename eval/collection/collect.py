@@ -62,6 +62,7 @@ from eval.chains import training_chains
 from eval.collection.jobs import Job, demonstration_job, derive_seed
 from eval.collection.pool import RunSettings, run_jobs
 from eval.collection.recorder import LABELS, TAIL_STEPS, Episode, JobResult
+from eval.collection.resume import report_to_continue, settings_json
 from eval.collection.writers import (
     MAX_EPISODE_FRAMES,
     VIDEO_CODEC,
@@ -317,55 +318,11 @@ def prepare_out(out: Path, outputs: Sequence[Path], overwrite: bool) -> None:
 RESUME_FREE_SETTINGS = frozenset({"out", "workers", "progress", "overwrite", "resume", "max_jobs"})
 
 
-def settings_json(config: CollectConfig) -> dict[str, Any]:
-    """``config`` as the report stores it (paths as text, tuples as lists)."""
-    as_dict = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()}
-    return json.loads(json.dumps(as_dict))
-
-
-def changed_settings(saved: dict[str, Any], config: CollectConfig) -> list[str]:
-    """The settings (``name: saved -> now``) in which ``config`` differs from a report's ``config``, leaving
-    out :data:`RESUME_FREE_SETTINGS`; a setting the report predates counts as unchanged at its default."""
-    now = settings_json(config)
-    defaults = settings_json(CollectConfig(out=config.out))
-    changed = []
-    for name in sorted(set(saved) | set(now)):
-        if name in RESUME_FREE_SETTINGS:
-            continue
-        before = saved.get(name, defaults.get(name))
-        if before != now.get(name):
-            changed.append(f"{name}: {before!r} -> {now.get(name)!r}")
-    return changed
-
-
 def continued_report(config: CollectConfig) -> CollectReport | None:
     """With ``config.resume``, the report of the collection in ``config.out`` to continue (or to return
-    as it is, when it finished); None to start a new collection. Raises rather than lose episodes when
-    the folder holds one that cannot be continued, unless ``config.overwrite``."""
-    if not config.resume:
-        return None
-    path = config.out / REPORT_NAME
-    if not path.is_file():
-        if (config.out / "lerobot").exists() and not config.overwrite:
-            raise FileExistsError(
-                f"{config.out} holds a dataset but no {REPORT_NAME}: the collection was killed before it could "
-                "save its state (Ctrl-C or SIGTERM save it), so it cannot be continued; pass --overwrite to start over"
-            )
-        return None
-    data = json.loads(path.read_text(encoding="utf-8"))
-    changed = changed_settings(data.get("config", {}), config)
-    if not changed and (not data.get("interrupted") or data.get("episodes", 0) == 0):
-        return CollectReport.from_json(data, config.out) if not data.get("interrupted") else None
-    if changed or "next_job" not in data:
-        why = f"other settings ({'; '.join(changed)})" if changed else "a version that did not record where to continue"
-        if config.overwrite:
-            log.warning("%s holds a collection made with %s; starting a new one (overwrite)", config.out, why)
-            return None
-        raise ValueError(
-            f"{config.out} holds a collection made with {why}: continue it with the settings it was made with, "
-            "or pass --overwrite to replace it"
-        )
-    return CollectReport.from_json(data, config.out)
+    as it is, when it finished); None to start a new one (see :mod:`eval.collection.resume`)."""
+    data = report_to_continue(config, REPORT_NAME, "next_job", RESUME_FREE_SETTINGS)
+    return CollectReport.from_json(data, config.out) if data is not None else None
 
 
 def collect(config: CollectConfig | str | Path, **settings: Any) -> CollectReport:

@@ -59,6 +59,7 @@ from eval.chains import training_chains
 from eval.collection.collect import checked_render_sizes, checked_tasks, instruction_for, prepare_out
 from eval.collection.jobs import derive_seed
 from eval.collection.recorder import TAIL_STEPS, Episode, _Recorder
+from eval.collection.resume import report_to_continue, settings_json
 from eval.collection.writers import MAX_EPISODE_FRAMES, LeRobotWriter
 from eval.worker_exit import exit_with_parent
 from policies.base import privileged_observation
@@ -316,40 +317,6 @@ def chain_outcomes(config: OnPolicyConfig) -> list[ChainOutcome]:
 RESUME_FREE_SETTINGS = frozenset({"out", "envs", "workers", "chains_per_call", "overwrite", "resume", "progress"})
 
 
-def _settings_json(config: OnPolicyConfig) -> dict[str, Any]:
-    as_dict = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(config).items()}
-    return json.loads(json.dumps(as_dict))
-
-
-def continued_report(config: OnPolicyConfig) -> dict[str, Any] | None:
-    """With ``config.resume``, the report in ``config.out`` to continue (or, finished, to return); None to
-    start anew. Refuses a folder it cannot continue (other settings, no report) unless ``overwrite``."""
-    if not config.resume:
-        return None
-    path = config.out / REPORT_NAME
-    if not path.is_file():
-        if (config.out / "lerobot").exists() and not config.overwrite:
-            raise FileExistsError(
-                f"{config.out} holds a dataset but no {REPORT_NAME} (the collection was killed outright); "
-                "pass --overwrite to start over"
-            )
-        return None
-    report = json.loads(path.read_text(encoding="utf-8"))
-    now, saved = _settings_json(config), report.get("config", {})
-    changed = [
-        f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in now if k not in RESUME_FREE_SETTINGS and saved.get(k) != now[k]
-    ]
-    if changed or (report.get("interrupted") and "next_chain" not in report):
-        why = f"other settings ({'; '.join(changed)})" if changed else "a version that did not record where to continue"
-        if config.overwrite:
-            log.warning("%s holds an on-policy collection made with %s; starting a new one", config.out, why)
-            return None
-        raise ValueError(f"{config.out} holds an on-policy collection made with {why}; pass --overwrite to replace it")
-    if report.get("interrupted") and not report.get("episodes"):
-        return None  # nothing written yet: starting over loses nothing
-    return report
-
-
 def collect_on_policy(config: OnPolicyConfig) -> dict[str, Any]:
     """Run the chains, write the episodes as a LeRobot dataset and the report; returns the report."""
     import os
@@ -357,11 +324,11 @@ def collect_on_policy(config: OnPolicyConfig) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     lerobot_root = config.out / "lerobot"
-    previous = continued_report(config)
+    previous = report_to_continue(config, REPORT_NAME, "next_chain", RESUME_FREE_SETTINGS)
     if previous is not None and not previous.get("interrupted"):
         log.info("%s already holds this on-policy collection, finished (%d chains)", config.out, previous["chains"])
         return previous
-    if previous is None:  # with resume, continued_report has refused every folder it would be a loss to replace
+    if previous is None:  # with resume, report_to_continue has refused every folder it would be a loss to replace
         prepare_out(config.out, [lerobot_root, config.out / REPORT_NAME], config.overwrite or config.resume)
     writer = LeRobotWriter(
         lerobot_root,
@@ -418,7 +385,7 @@ def collect_on_policy(config: OnPolicyConfig) -> dict[str, Any]:
         "interrupted": interruption is not None,
         "next_chain": next_chain,
         "lerobot_root": str(lerobot_root),
-        "config": _settings_json(config),
+        "config": settings_json(config),
         "chain_list": rows,
     }
     (config.out / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
