@@ -361,15 +361,10 @@ def collect(config: CollectConfig | str | Path, **settings: Any) -> CollectRepor
         resume=resuming,
     )
     calvin = CalvinFormatWriter(calvin_root, resume=resuming) if calvin_root is not None else None
-    attempted: Counter[str] = Counter(previous.attempted if previous else {})
-    succeeded: Counter[str] = Counter(previous.succeeded if previous else {})
-    kept: Counter[str] = Counter(previous.kept if previous else {})
-    episode_list: list[dict[str, Any]] = list(previous.episode_list) if previous else []
-    frames = previous.frames if previous else 0
-    env_steps = previous.env_steps if previous else 0
-    jobs_run = previous.jobs if previous else 0
-    next_job = previous.next_job if previous else 0
-    skipped_before = previous.jobs_skipped if previous else 0
+    so_far = previous or CollectReport(config.out, lerobot_root, calvin_root, 0, 0, 0, 0, 0.0, {}, {}, {}, [], {})
+    attempted, succeeded, kept = Counter(so_far.attempted), Counter(so_far.succeeded), Counter(so_far.kept)
+    episode_list: list[dict[str, Any]] = list(so_far.episode_list)
+    frames, env_steps, jobs_run, next_job = so_far.frames, so_far.env_steps, so_far.jobs, so_far.next_job
     skipped: list[int] = []  # indices of the jobs skipped (some lie ahead of the last job written)
     if resuming:
         log.info("continuing %s: %d episodes written, from job %d", config.out, len(episode_list), next_job)
@@ -452,12 +447,12 @@ def collect(config: CollectConfig | str | Path, **settings: Any) -> CollectRepor
         frames=frames,
         jobs=jobs_run,
         env_steps=env_steps,
-        seconds=(previous.seconds if previous else 0.0) + time.perf_counter() - started,
+        seconds=so_far.seconds + time.perf_counter() - started,
         attempted=dict(attempted),
         succeeded=dict(succeeded),
         kept=dict(kept),
         episode_list=episode_list,
-        jobs_skipped=skipped_before + sum(index < next_job for index in skipped),
+        jobs_skipped=so_far.jobs_skipped + sum(index < next_job for index in skipped),
         interrupted=interruption is not None,
         next_job=next_job,
         config=settings_json(config),
