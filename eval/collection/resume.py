@@ -21,16 +21,18 @@ log = logging.getLogger(__name__)
 
 def settings_json(config: Any) -> dict[str, Any]:
     """A collection config (a dataclass) as its report stores it: paths as text, tuples as lists."""
-    as_dict = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(config).items()}
-    return json.loads(json.dumps(as_dict))
+    return _as_json(dataclasses.asdict(config))
+
+
+def _as_json(settings: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in settings.items()}))
 
 
 def changed_settings(saved: dict[str, Any], config: Any, free: frozenset[str]) -> list[str]:
     """The settings (``name: saved -> now``) in which ``config`` differs from a report's ``config``,
     leaving out ``free`` ones; a setting the report predates counts as unchanged at its default."""
     now = settings_json(config)
-    defaults = {f.name: f.default for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING}
-    defaults = json.loads(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in defaults.items()}))
+    defaults = _as_json({f.name: f.default for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING})
     changed = []
     for name in sorted(set(saved) | set(now)):
         before = saved.get(name, defaults.get(name))
