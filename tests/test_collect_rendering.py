@@ -104,7 +104,8 @@ def test_the_demo_refuses_strides_that_would_encode_held_frames(tmp_path):
     )
     assert default.render_sizes() == (200, 84) and collect_stage(default).settings["render_sizes"] == [200, 84]
     assert at_training_sizes.render_sizes() is None and "render_sizes" not in collect_stage(at_training_sizes).settings
-    assert calvin34.render_sizes() is None  # its measured recipe (F3) rendered at the training sizes
+    assert calvin34.render_sizes() == (200, 84) and calvin34.render_every() == 5  # its measured recipe (R2)
+    assert (calvin34.cfg.on_policy.chains, calvin34.cfg.on_policy.repeat) == (800, 2)  # and its round
     assert collect_stage(default).settings["render_every"] == 5
 
 
