@@ -122,10 +122,16 @@ def ctrl_c_after_episode(monkeypatch, after_episode: int, work):
             os.kill(os.getpid(), signal.SIGINT)
         return index
 
-    with monkeypatch.context() as patch:
-        patch.setattr(LeRobotWriter, "add", ctrl_c_after)
-        with pytest.raises(KeyboardInterrupt):
-            work()
+    # Python's own Ctrl-C handler, as in a terminal: a shell starts background jobs (`pytest &`)
+    # with SIGINT ignored, and an ignored Ctrl-C interrupts nothing
+    terminal_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(LeRobotWriter, "add", ctrl_c_after)
+            with pytest.raises(KeyboardInterrupt):
+                work()
+    finally:
+        signal.signal(signal.SIGINT, terminal_handler)
 
 
 def episodes_written(monkeypatch) -> list[int]:
