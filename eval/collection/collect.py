@@ -175,6 +175,25 @@ class CollectReport:
     next_job: int = 0  # the first job whose episodes are not in the dataset (where ``resume`` continues)
 
     @classmethod
+    def nothing_yet(cls, out: Path, lerobot_root: Path, calvin_root: Path | None) -> CollectReport:
+        """The counts a fresh collection starts from (a continued one starts from its saved report)."""
+        return cls(
+            out=out,
+            lerobot_root=lerobot_root,
+            calvin_root=calvin_root,
+            episodes=0,
+            frames=0,
+            jobs=0,
+            env_steps=0,
+            seconds=0.0,
+            attempted={},
+            succeeded={},
+            kept={},
+            episode_list=[],
+            config={},
+        )
+
+    @classmethod
     def from_json(cls, data: dict[str, Any], out: Path) -> CollectReport:
         """The report ``to_json`` wrote (``collect_report.json``), read back to continue or return it."""
         per_task = data.get("per_task", {})
@@ -361,7 +380,7 @@ def collect(config: CollectConfig | str | Path, **settings: Any) -> CollectRepor
         resume=resuming,
     )
     calvin = CalvinFormatWriter(calvin_root, resume=resuming) if calvin_root is not None else None
-    so_far = previous or CollectReport(config.out, lerobot_root, calvin_root, 0, 0, 0, 0, 0.0, {}, {}, {}, [], {})
+    so_far = previous or CollectReport.nothing_yet(config.out, lerobot_root, calvin_root)
     attempted, succeeded, kept = Counter(so_far.attempted), Counter(so_far.succeeded), Counter(so_far.kept)
     episode_list: list[dict[str, Any]] = list(so_far.episode_list)
     frames, env_steps, jobs_run, next_job = so_far.frames, so_far.env_steps, so_far.jobs, so_far.next_job
