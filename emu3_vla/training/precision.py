@@ -40,7 +40,8 @@ def cpu_has_native_bf16() -> bool:
     """Whether ``precision=native`` trains in bf16 on this CPU: only with AMX tiles. AVX512-BF16 alone
     (e.g. AMD EPYC Zen 4) runs the calvin34 step 1.45x as fast as fp32, but the one calvin34 model
     trained that way scored well below fp32 ones in closed loop (docs/experiments.md section 12);
-    until that is understood, bf16 there is an explicit ``precision=bf16``."""
+    until that is understood, bf16 there is an explicit ``precision=bf16``. With AMX the full calvin34
+    recipe trained in bf16 matched its fp32 figures (section 20: SR@1 45.0 % against 43.5 %)."""
     try:
         return bool(torch.cpu._is_amx_tile_supported())
     except AttributeError:  # pragma: no cover - older torch
