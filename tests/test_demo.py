@@ -107,6 +107,9 @@ def test_demo_quick_runs_end_to_end_and_writes_every_artefact(tmp_path: Path):
     assert len(report["table"]) == 34 and sum(r["trained"] for r in report["table"].values()) == len(tasks)
     assert report["chains"]["chains"] == 1 and 0 <= report["chains"]["avg_len"] <= 5
     assert set(report["comparison"]) == {"main", "random"}
+    curve = report["learning_curve"]
+    assert [p["step"] for p in curve["points"]] == [10, 20] and all(p["chains"] == 1 for p in curve["points"])
+    _check_png(run_dir / "learning_curve.png")
 
     i2t = report["generation"]["i2t"]
     assert i2t["test_frames"] > 0 and 0.0 <= i2t["after_tuning"]["accuracy"] <= 1.0
@@ -138,6 +141,8 @@ def test_demo_quick_runs_end_to_end_and_writes_every_artefact(tmp_path: Path):
     rounds = subprocess.run([*cmd, *extra], capture_output=True, text=True, timeout=600)
     assert rounds.returncode == 0, rounds.stdout[-3000:] + rounds.stderr[-3000:]
     assert "train VLA (main): cached" in rounds.stdout and "collect demonstrations: cached" in rounds.stdout
+    # the main run's curve points stay: the curve follows its checkpoints, and the final point is the round's
+    assert "curve: step 10: cached" in rounds.stdout, rounds.stdout
     tuned = json.loads((run_dir / "results.json").read_text())
     data = tuned["on_policy"]["data"]
     assert data["chains"] == 2 and data["episodes"] == sum(data["episodes_by_kind"].values())
