@@ -258,15 +258,16 @@ def evaluate_standard_chains(
     return stage.run(lambda: evaluate_chains(settings, num_chains=chains), resumable=True)
 
 
-def learning_curve(run: Run, trained: Stage, train_dir: Path, final: dict[str, Any]) -> dict[str, Any]:
+def learning_curve(run: Run, trained: Stage, final: dict[str, Any]) -> dict[str, Any]:
     """Average length and SR@1 of every kept checkpoint on the same first ``eval.curve_chains`` chains.
 
-    ``trained`` is the stage that wrote ``train_dir``'s checkpoints (the main training, not an on-policy
+    ``trained`` is the main training stage, whose folder holds the checkpoints (not an on-policy
     fine-tune after it): a checkpoint's point depends on that stage alone, so adding a round to a
     finished run keeps the points it already evaluated (measured: 5 of them, about 5 min on calvin34)."""
     from eval.plots import learning_curve_plot
 
     n = int(run.cfg.eval.curve_chains)
+    train_dir = trained.folder
     points = []
     steps = sorted(int(p.name.split("_")[1]) for p in (train_dir / "checkpoints").glob("step_*") if p.is_dir())
     for step in steps:
@@ -373,8 +374,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
             "step": final_step,
             **first_chains(run.folder / f"eval_{run.tag}" / "chains", int(e.curve_chains)),
         }
-        main_dir = run.folder / f"train_{run.tag}"  # the curve follows the main run's checkpoints
-        curve = timed("learning curve", learning_curve, run, main_stage, main_dir, final)
+        curve = timed("learning curve", learning_curve, run, main_stage, final)
     untrained: dict[str, Any] = {}
     others = [t for t in task_names() if t not in set(run.tasks)]
     if int(e.get("untrained_per_task", 0)) > 0 and others:
