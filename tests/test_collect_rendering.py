@@ -145,3 +145,19 @@ def test_render_sizes_are_validated_and_mapped_from_the_command_line(tmp_path):
     config = config_from_args(args)
     assert (config.render_sizes, config.render_every) == ((200, 84), 5)
     assert (run_settings(config).render_sizes, run_settings(config).render_every) == ((200, 84), 5)
+
+
+def test_collection_workers_run_torch_on_one_thread():
+    """A worker resizes every stored frame with torch (render_sizes); with torch's default of one
+    intra-op thread per core in each of two workers, those threads spun against the other worker's
+    simulator and the whole collection ran 1.42x slower (docs/experiments.md section 25)."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    import torch
+
+    from eval.collection.pool import RunSettings, _init_worker
+
+    context = get_context("forkserver")
+    with ProcessPoolExecutor(1, mp_context=context, initializer=_init_worker, initargs=(RunSettings(),)) as pool:
+        assert pool.submit(torch.get_num_threads).result() == 1

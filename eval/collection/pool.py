@@ -97,7 +97,12 @@ _WORKER: JobRunner | None = None
 
 def _init_worker(settings: RunSettings) -> None:
     global _WORKER
+    import torch
+
     exit_with_parent()
+    # One worker per core: torch's default intra-op threads (one per core) in every worker, spinning
+    # against the other workers' simulators, made each stored frame's resize (render_sizes) ~40x slower.
+    torch.set_num_threads(1)
     _WORKER = JobRunner(settings)
 
 
