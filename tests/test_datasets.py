@@ -76,6 +76,46 @@ def test_lerobot_views_are_resized(lerobot_root):
     assert e.frames["static"].shape == (9, 24, 24, 3) and e.frames["gripper"].shape == (9, 16, 16, 3)
 
 
+def test_frames_at_chosen_steps_are_the_episodes_frames_there(lerobot_root, tmp_path):
+    """``frames(i, steps)`` (what the VQ trainer samples, decoding only those steps) returns exactly
+    the whole episode's frames at those steps, for every reader."""
+    lerobot = open_dataset(lerobot_root, mapping(static=24, gripper=16))
+    both = open_dataset([lerobot_root, lerobot_root], mapping(static=24, gripper=16))
+    writer = CalvinWriter(tmp_path / "training")
+    writer.add_episode(_calvin_steps(5, 0), "open the drawer", "open_drawer")
+    writer.finalize()
+    calvin = open_dataset(tmp_path / "training")
+    for source, index, steps in [
+        (lerobot, 0, [0, 5, 10]),
+        (lerobot, 1, [8]),
+        (lerobot, 1, [3, 4]),
+        (both, 3, [2, 7]),
+        (calvin, 0, [1, 4]),
+    ]:
+        whole, part = source.episode(index).frames, source.frames(index, np.array(steps))
+        assert part.keys() == whole.keys()
+        for view in whole:
+            assert np.array_equal(part[view], whole[view][steps]), (source, index, steps, view)
+    for source, index, length in [(lerobot, 1, 9), (calvin, 0, 5)]:
+        with pytest.raises(IndexError, match=f"outside episode {index}'s {length} steps"):
+            source.frames(index, np.array([length]))
+
+
+def test_vq_training_frames_come_from_the_start_or_from_the_whole_episode(lerobot_root):
+    """With room for one frame per episode, ``start`` takes frame 0 of each (what older VQ tokenizers
+    were trained on); ``spread`` draws encoded frames (every ``frame_stride``-th) from all of it."""
+    from emu3_vla.training.cli import collect_frames
+
+    src = open_dataset(lerobot_root, mapping())
+    start = collect_frames(src, ["static"], frame_stride=2, max_frames=2)["static"]
+    assert np.array_equal(start, np.stack([src.episode(i).frames["static"][0] for i in range(2)]))
+    draws = [collect_frames(src, ["static"], 2, 2, sampling="spread", seed=s)["static"] for s in range(4)]
+    steps = {int(frame[0, 0, 0]) // 10 for frames in draws for frame in frames}  # _frame: red = 10 * step
+    assert steps <= {0, 2, 4, 6, 8, 10} and steps - {0}
+    with pytest.raises(ValueError, match="frame_sampling='middle'"):
+        collect_frames(src, ["static"], 2, 2, sampling="middle")
+
+
 def test_lerobot_missing_key_lists_the_keys_it_has(lerobot_root):
     bad = DataMapping(cameras={"static": CameraSpec("observation.images.top", 48, 48)})
     expected = r"no key\(s\) \['observation.images.top'\].*observation.images.static"

@@ -103,8 +103,9 @@ def test_an_upstream_change_invalidates_downstream_stages(tmp_path):
 
 
 def test_stage_keys_ignore_an_unset_data_option_added_later(tmp_path):
-    """A data option added after run folders were made (``data.repeats``) must not redo a finished VQ
-    tokenizer or training run of an older folder while it is unset; set, it is part of both keys."""
+    """Options added after run folders were made (``data.repeats``, ``vq.frame_sampling``) must not redo a
+    finished VQ tokenizer or training run of an older folder while they do what it did (unset, or
+    ``start``); set otherwise, they are part of the keys."""
     from emu3_vla.training.config import load_config
     from eval.demo.pipeline import Run, train_stage, vq_stage
 
@@ -122,8 +123,12 @@ def test_stage_keys_ignore_an_unset_data_option_added_later(tmp_path):
     for settings in (vq_before, train_before):
         settings.pop("progress")
         del settings["data"]["repeats"]
+    assert vq_before.pop("frame_sampling") == "start"
     assert vq_key == Stage("train VQ tokenizer", tmp_path / "vq", vq_before, [upstream]).key
     assert train_key == Stage("train VLA (main)", tmp_path / "train_main", train_before, [upstream]).key
 
+    cfg.vq.frame_sampling = "spread"
+    assert keys()[0] != vq_key
+    cfg.vq.frame_sampling = "start"
     cfg.train.data.repeats = [1, 2]
     assert all(new != old for new, old in zip(keys(), (vq_key, train_key), strict=True))

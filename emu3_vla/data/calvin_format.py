@@ -106,6 +106,18 @@ class CalvinSource:
                 out.append(data[self.mapping.action_key])
         return np.asarray(out, dtype=np.float32)
 
+    def frames(self, index: int, steps: np.ndarray) -> dict[str, np.ndarray]:
+        """The frames at ``steps`` only (one step file each)."""
+        start, end = self._windows[index]
+        steps = np.asarray(steps, dtype=np.int64).reshape(-1)
+        if steps.size and (steps.min() < 0 or steps.max() > end - start):
+            raise IndexError(f"steps {steps.min()}..{steps.max()} outside episode {index}'s {end - start + 1} steps")
+        loaded = [self._load_step(start + int(s)) for s in steps]
+        return {
+            view: resize_images(np.stack([st[cam.key] for st in loaded]), cam.height, cam.width).numpy()
+            for view, cam in self.mapping.cameras.items()
+        }
+
     def episode(self, index: int) -> Episode:
         steps = self._steps(index)
         frames = {

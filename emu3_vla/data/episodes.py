@@ -70,6 +70,12 @@ class EpisodeSource(Protocol):
         """The ``(T, D)`` actions of one episode, without decoding any image (fast)."""
         ...
 
+    def frames(self, index: int, steps: np.ndarray) -> dict[str, np.ndarray]:
+        """``episode(index).frames`` at the time ``steps`` only, decoding no more than they need: a
+        reader that samples a few frames of thousands of episodes (the VQ trainer) need not decode
+        every frame of each."""
+        ...
+
     def fingerprint(self) -> str:
         """A string that changes whenever the data that would be read changes (cache keys)."""
         ...

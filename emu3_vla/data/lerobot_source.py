@@ -111,14 +111,13 @@ class LeRobotSource:
         rows = self._rows(index)
         return np.asarray(self._table[rows][self.mapping.action_key], dtype=np.float32).reshape(len(rows), -1)
 
-    def episode(self, index: int) -> Episode:
+    def _decode(self, index: int, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Every view's frames at the table ``rows`` of episode ``index``, resized to the view."""
         from lerobot.datasets.video_utils import decode_video_frames
 
         meta = self.dataset.meta
         ep = self._episode_ids[index]
-        rows = self._rows(index)
-        table = self._table[rows]
-        timestamps = np.asarray(table["timestamp"], dtype=np.float64).reshape(-1)
+        timestamps = np.asarray(self._table[rows]["timestamp"], dtype=np.float64).reshape(-1)
         frames = {}
         for view, cam in self.mapping.cameras.items():
             if meta.features[cam.key]["dtype"] == "video":
@@ -135,6 +134,23 @@ class LeRobotSource:
                 if hwc.dtype != torch.uint8:
                     hwc = (hwc.float() * (255.0 if hwc.max() <= 1 else 1.0)).round().clamp(0, 255).to(torch.uint8)
             frames[view] = resize_images(hwc, cam.height, cam.width).numpy()
+        return frames
+
+    def frames(self, index: int, steps: np.ndarray) -> dict[str, np.ndarray]:
+        """The frames at ``steps`` only: the video is decoded from the keyframe before the first of
+        them to the last, not over the whole episode."""
+        rows = self._rows(index)
+        steps = np.asarray(steps, dtype=np.int64).reshape(-1)
+        if steps.size and (steps.min() < 0 or steps.max() >= len(rows)):
+            raise IndexError(f"steps {steps.min()}..{steps.max()} outside episode {index}'s {len(rows)} steps")
+        return self._decode(index, rows[steps])
+
+    def episode(self, index: int) -> Episode:
+        meta = self.dataset.meta
+        ep = self._episode_ids[index]
+        rows = self._rows(index)
+        table = self._table[rows]
+        frames = self._decode(index, rows)
         task_index = int(np.asarray(table["task_index"]).reshape(-1)[0])
         instruction = str(meta.tasks.iloc[task_index].name)
         state = None

@@ -94,5 +94,9 @@ class ConcatSource:
         part, local = locate(self._starts, index)
         return self.sources[part].actions(local)
 
+    def frames(self, index: int, steps: np.ndarray) -> dict[str, np.ndarray]:
+        part, local = locate(self._starts, index)
+        return self.sources[part].frames(local, steps)
+
     def fingerprint(self) -> str:
         return hashlib.sha256("|".join(s.fingerprint() for s in self.sources).encode()).hexdigest()

@@ -71,16 +71,33 @@ def register_train_vq(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", help="hydra overrides key=value")
 
 
-def collect_frames(source, views, frame_stride: int, max_frames: int) -> dict[str, np.ndarray]:
-    """Every ``frame_stride``-th frame of each view, at most ``max_frames`` per view, in episode order."""
+FRAME_SAMPLINGS = ("start", "spread")
+
+
+def collect_frames(
+    source, views, frame_stride: int, max_frames: int, sampling: str = "start", seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Frames the model encodes (every ``frame_stride``-th), at most ``max_frames`` per view, the same
+    number from every episode, in episode order.
+
+    When an episode may give only some of its frames, ``sampling="start"`` takes its first ones and
+    ``"spread"`` draws them at random over the whole episode. With thousands of episodes "start"
+    leaves one frame per episode, the first: the tokenizer then sees the arm at its start poses
+    only, never reaching into the scene, and its held-out PSNR is measured on such frames too."""
+    if sampling not in FRAME_SAMPLINGS:
+        raise ValueError(f"frame_sampling={sampling!r}: choose one of {FRAME_SAMPLINGS}")
+    rng = np.random.default_rng(seed)
     per_view: dict[str, list[np.ndarray]] = {v: [] for v in views}
     n_eps = len(source)
     per_episode = max(1, max_frames // max(n_eps, 1))
     for i in range(n_eps):
-        ep = source.episode(i)
-        steps = np.arange(0, len(ep), frame_stride)[:per_episode]
+        steps = np.arange(0, len(source.actions(i)), frame_stride)
+        if sampling == "spread" and len(steps) > per_episode:
+            steps = np.sort(rng.choice(steps, size=per_episode, replace=False))
+        steps = steps[:per_episode]
+        frames = source.frames(i, steps)  # decodes only these, not the whole episode
         for v in views:
-            per_view[v].append(ep.frames[v][steps])
+            per_view[v].append(frames[v])
     return {v: np.concatenate(f)[:max_frames] for v, f in per_view.items() if f}
 
 
@@ -95,7 +112,14 @@ def train_vq(cfg) -> dict:
 
     check_frame_stride(cfg.data.root, int(cfg.frame_stride), "frame_stride")
     source = open_source(cfg)
-    frames = collect_frames(source, data_mapping(cfg).views, int(cfg.frame_stride), int(cfg.max_frames))
+    frames = collect_frames(
+        source,
+        data_mapping(cfg).views,
+        int(cfg.frame_stride),
+        int(cfg.max_frames),
+        sampling=str(cfg.get("frame_sampling", "start")),
+        seed=int(cfg.seed),
+    )
     pool = FramePool(frames, held_out=float(cfg.held_out), seed=int(cfg.seed))
     known = set(VQTrainConfig.__dataclass_fields__)
     vq_cfg = VQTrainConfig(**{k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k in known})

@@ -21,6 +21,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 NEW_DATA_KEYS = ("repeats",)  # data options added after run folders were made; unset means "as before"
+# Options added after run folders were made, with the value that does what those folders did: at that
+# value a key is left out of the stage's settings, so the folders' finished stages stay valid.
+NEW_KEYS_AS_BEFORE = {"frame_sampling": "start"}
 
 
 def config_settings(cfg: DictConfig) -> dict[str, Any]:
@@ -29,6 +32,9 @@ def config_settings(cfg: DictConfig) -> dict[str, Any]:
     redo an older run folder's finished VQ tokenizer or training run (an hour of work)."""
     settings = OmegaConf.to_container(cfg, resolve=True)
     settings.pop("progress", None)
+    for key, before in NEW_KEYS_AS_BEFORE.items():
+        if settings.get(key) == before:
+            settings.pop(key)
     for key in NEW_DATA_KEYS:
         if settings["data"].get(key) is None:
             settings["data"].pop(key, None)
