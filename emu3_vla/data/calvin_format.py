@@ -112,18 +112,18 @@ class CalvinSource:
         steps = np.asarray(steps, dtype=np.int64).reshape(-1)
         if steps.size and (steps.min() < 0 or steps.max() > end - start):
             raise IndexError(f"steps {steps.min()}..{steps.max()} outside episode {index}'s {end - start + 1} steps")
-        loaded = [self._load_step(start + int(s)) for s in steps]
+        return self._views([self._load_step(start + int(s)) for s in steps])
+
+    def _views(self, steps: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        """Each camera's frames of these loaded steps, resized to its view."""
         return {
-            view: resize_images(np.stack([st[cam.key] for st in loaded]), cam.height, cam.width).numpy()
+            view: resize_images(np.stack([st[cam.key] for st in steps]), cam.height, cam.width).numpy()
             for view, cam in self.mapping.cameras.items()
         }
 
     def episode(self, index: int) -> Episode:
         steps = self._steps(index)
-        frames = {
-            view: resize_images(np.stack([st[cam.key] for st in steps]), cam.height, cam.width).numpy()
-            for view, cam in self.mapping.cameras.items()
-        }
+        frames = self._views(steps)
         state = (
             np.stack([st[self.mapping.state_key] for st in steps]).astype(np.float32)
             if self.mapping.state_key

@@ -111,13 +111,14 @@ class LeRobotSource:
         rows = self._rows(index)
         return np.asarray(self._table[rows][self.mapping.action_key], dtype=np.float32).reshape(len(rows), -1)
 
-    def _decode(self, index: int, rows: np.ndarray) -> dict[str, np.ndarray]:
-        """Every view's frames at the table ``rows`` of episode ``index``, resized to the view."""
+    def _decode(self, index: int, rows: np.ndarray, table) -> dict[str, np.ndarray]:
+        """Every view's frames at the table ``rows`` (``table`` = those rows) of episode ``index``,
+        resized to the view."""
         from lerobot.datasets.video_utils import decode_video_frames
 
         meta = self.dataset.meta
         ep = self._episode_ids[index]
-        timestamps = np.asarray(self._table[rows]["timestamp"], dtype=np.float64).reshape(-1)
+        timestamps = np.asarray(table["timestamp"], dtype=np.float64).reshape(-1)
         frames = {}
         for view, cam in self.mapping.cameras.items():
             if meta.features[cam.key]["dtype"] == "video":
@@ -143,14 +144,14 @@ class LeRobotSource:
         steps = np.asarray(steps, dtype=np.int64).reshape(-1)
         if steps.size and (steps.min() < 0 or steps.max() >= len(rows)):
             raise IndexError(f"steps {steps.min()}..{steps.max()} outside episode {index}'s {len(rows)} steps")
-        return self._decode(index, rows[steps])
+        return self._decode(index, rows[steps], self._table[rows[steps]])
 
     def episode(self, index: int) -> Episode:
         meta = self.dataset.meta
         ep = self._episode_ids[index]
         rows = self._rows(index)
         table = self._table[rows]
-        frames = self._decode(index, rows)
+        frames = self._decode(index, rows, table)
         task_index = int(np.asarray(table["task_index"]).reshape(-1)[0])
         instruction = str(meta.tasks.iloc[task_index].name)
         state = None
